@@ -1,0 +1,79 @@
+"""The ``implicit-bias`` command: config → build → run → compare → record → summarize.
+
+Single runs stop on bad input with one line on stderr (exit code 2). In a multirun a job
+never takes the sweep down: bad input or an unexpected error becomes that job's record
+(status ``invalid_config`` or ``error``) and the other jobs go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from .build import Experiment, build
+from .params import ConfigError
+from .predictions import compare, predict
+from .results import FIGURE_FILE, RESULT_FILE, TRAJECTORY_FILE, atomic_write, failure_record, make_record, write_json, write_trajectory
+from .runner import run
+from .summary import describe, run_summary
+
+log = logging.getLogger("implicit_bias")
+
+
+def execute(experiment: Experiment, out_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """Run one built experiment and write its records into ``out_dir``; return the record."""
+    result = run(experiment.problem, experiment.optimizer.built, experiment.schedule.built, experiment.settings)
+    prediction = predict(experiment.optimizer.name, experiment.optimizer.params, experiment.problem)
+    comparison = compare(result.theta, prediction, result.status, experiment.verdict_tol)
+    record = make_record(experiment, result, prediction, comparison, overrides)
+    write_trajectory(out_dir / TRAJECTORY_FILE, result, prediction)
+    write_json(out_dir / RESULT_FILE, record)
+    if experiment.figure:
+        from .plotting import render_run
+
+        error = "" if comparison.error is None else f", error {comparison.error:.1e}"
+        title = (
+            f"{experiment.optimizer.name} · {describe(record['schedule'])} · {experiment.dataset.name}: "
+            f"{result.status} after {result.steps} steps{error} ({comparison.verdict})"
+        )
+        png = render_run(experiment.problem, result.trajectory, result.theta, prediction.point, title, experiment.verdict_tol)
+        atomic_write(out_dir / FIGURE_FILE, png)
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="pkg://implicit_bias.conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    hydra_config = HydraConfig.get()
+    out_dir = Path(hydra_config.runtime.output_dir)
+    overrides = list(hydra_config.overrides.task)
+    multirun = hydra_config.mode == RunMode.MULTIRUN
+    config = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        experiment = build(config)
+    except ConfigError as err:
+        if not multirun:
+            print(f"implicit-bias: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        log.error("invalid configuration: %s", err)
+        write_json(out_dir / RESULT_FILE, failure_record(config, overrides, "invalid_config", str(err)))
+        return
+    try:
+        record = execute(experiment, out_dir, overrides)
+    except Exception as err:
+        if not multirun:
+            raise
+        log.exception("job failed")
+        write_json(out_dir / RESULT_FILE, failure_record(config, overrides, "error", f"{type(err).__name__}: {err}"))
+        return
+    log.info(run_summary(record, out_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The theory registry: which closed form predicts which optimizer's limit, and when.
+
+Which theory predicts which optimizer is a scientific claim, so it lives in one table,
+:data:`THEORIES`, each entry with its formula, its source and its preconditions. A
+prediction is made only when every precondition holds; otherwise the record says
+"no prediction" and names the precondition that failed.
+
+Rank-one data (THEORY.md §2, last bullet): with one equation aᵀθ = b every update of these
+optimizers is a multiple of one fixed direction v, so the iterates stay on the line
+θ0 + span(v) and, if they converge to a solution, the limit is
+
+    θ∞ = θ0 + v (b − aᵀθ0) / (aᵀv).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .problems import Problem, feature_scale
+
+RANK_ONE_FORMULA = "θ∞ = θ0 + v (b − aᵀθ0) / (aᵀv)"
+
+Check = Callable[[Problem, Mapping[str, Any]], str | None]  # returns why it fails, or None
+
+
+class Theory(NamedTuple):
+    direction: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]  # v from (a, optimizer params)
+    direction_text: str
+    source: str
+    checks: tuple[Check, ...] = ()
+
+
+class Prediction(NamedTuple):
+    point: np.ndarray | None
+    formula: str
+    source: str
+    reason: str  # why there is no prediction ("" when there is one)
+
+
+def _eps_is_zero(problem: Problem, params: Mapping[str, Any]) -> str | None:
+    if params.get("eps", 0.0) != 0.0:
+        return (
+            f"eps = {params['eps']:g} > 0: once the gradients shrink below eps the method behaves "
+            "like GD with step lr/eps, so the limit drifts off the sign line by an amount that "
+            "grows with eps; no closed form (THEORY.md §4)"
+        )
+    return None
+
+
+SIGN_SOURCE = (
+    "THEORY.md §1-2: with one sample the epoch mean of g_i² is g_i², so M_t∇f = sign(∇f) and "
+    "every step moves along sign(a) (Wilson, Roelofs, Stern, Srebro, Recht, NeurIPS 2017: "
+    "the condition A sign(Aᵀb) = c b holds with c = ‖a‖₁)"
+)
+
+THEORIES: dict[str, Theory] = {
+    "sgd": Theory(
+        direction=lambda a, params: a,
+        direction_text="v = a",
+        source="THEORY.md §1-2: GD moves only along a (Gunasekar, Lee, Soudry, Srebro, ICML 2018)",
+    ),
+    "sign_sgd": Theory(
+        direction=lambda a, params: np.sign(a),
+        direction_text="v = sign(a)",
+        source="THEORY.md §1-2: every signSGD step is ±α_t sign(a)",
+    ),
+    "epoch_rms_adam": Theory(
+        direction=lambda a, params: np.sign(a),
+        direction_text="v = sign(a)",
+        source=SIGN_SOURCE,
+        checks=(_eps_is_zero,),
+    ),
+    "rescaled_sgd": Theory(
+        direction=lambda a, params: feature_scale(a[np.newaxis, :]) ** 2 * a,
+        direction_text="v = s² ⊙ a, s_i = 1/rms(column i)",
+        source=(
+            "THEORY.md §1-2: SGD on features rescaled by s moves θ along s² ⊙ a "
+            "(= GD preconditioned by P = diag(s)²)"
+        ),
+    ),
+}
+
+
+def _rank_one(problem: Problem, params: Mapping[str, Any]) -> str | None:
+    n = problem.A.shape[0]
+    if n != 1:
+        return (
+            f"the rank-one closed form needs one equation (n = 1); this dataset has n = {n} "
+            "and no general-n theory is registered for this optimizer"
+        )
+    return None
+
+
+def predict(optimizer: str, params: Mapping[str, Any], problem: Problem) -> Prediction:
+    """The predicted limit of ``optimizer`` (with validated ``params``) on ``problem``."""
+    theory = THEORIES.get(optimizer)
+    if theory is None:
+        return Prediction(None, "", "", f"no theory is registered for optimizer {optimizer!r}")
+    formula = f"{RANK_ONE_FORMULA}, {theory.direction_text}"
+    for check in (_rank_one, *theory.checks):
+        reason = check(problem, params)
+        if reason is not None:
+            return Prediction(None, formula, theory.source, reason)
+    a, b, theta0 = problem.A[0], problem.b[0], problem.theta0
+    v = theory.direction(a, params)
+    along = float(a @ v)
+    if abs(along) <= 1e-12 * float(np.linalg.norm(a) * np.linalg.norm(v)):
+        return Prediction(None, formula, theory.source, "aᵀv = 0: the update direction never changes aᵀθ")
+    return Prediction(theta0 + v * ((b - a @ theta0) / along), formula, theory.source, "")
+
+
+class Comparison(NamedTuple):
+    error: float | None  # max-abs distance between limit and prediction
+    verdict: str  # "match", "mismatch", "not_converged" or "no_prediction"
+
+
+def compare(limit: np.ndarray, prediction: Prediction, status: str, tol: float) -> Comparison:
+    """Error = ‖limit − prediction‖∞; the verdict needs a converged run and error ≤ tol."""
+    if prediction.point is None:
+        return Comparison(None, "no_prediction")
+    error = float(np.max(np.abs(limit - prediction.point)))
+    if status != "converged":
+        return Comparison(error, "not_converged")
+    return Comparison(error, "match" if error <= tol else "mismatch")

@@ -1,0 +1,232 @@
+"""Run an optimizer to convergence, or stop with an honest status.
+
+Statuses
+--------
+``converged``   both tests held at a check step (below).
+``max_steps``   ``max_steps`` steps were taken without passing the tests; the message says
+                whether the iterates were still moving or had stalled.
+``diverged``    the loss exceeded ``divergence_factor`` × the initial loss.
+``non_finite``  the loss or an iterate became inf or NaN.
+
+Convergence test (evaluated every ``check_every`` steps, in the problem's own coordinates)::
+
+    ‖θ_t − θ_{t−1}‖∞ ≤ step_tol · max(1, ‖θ_t‖∞)          (the iterates stopped moving)
+    ‖∇f(θ_t)‖∞      ≤ grad_tol · max(1, ‖∇f(θ_0)‖∞)        (and they stopped at a stationary point)
+
+Both are needed: a decaying schedule can shrink the step to nothing far from any solution
+(step test passes, gradient test fails), and a sign method with a constant step can cross a
+solution with a large step (gradient test can pass, step test fails). Evaluating the test
+every few steps rather than every step keeps the inner loop as cheap as a hand-written
+numpy loop; ``steps`` is therefore the first check step at which the test held.
+
+The trajectory is recorded at log-spaced steps into preallocated arrays: no per-step I/O
+and no per-step Python objects beyond the optimizer's own arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from .optimizers import Optimizer
+from .params import Integer, Real
+from .problems import Problem, gradient, loss
+from .schedules import Schedule
+
+STATUSES = ("converged", "max_steps", "diverged", "non_finite")
+
+#: steps of schedule values evaluated per call (amortizes the schedule's numpy calls)
+BLOCK = 4096
+
+
+class RunSettings(NamedTuple):
+    max_steps: int = 100_000
+    check_every: int = 10
+    step_tol: float = 1e-12
+    grad_tol: float = 1e-12
+    divergence_factor: float = 1e12
+    records_per_decade: int = 50
+
+
+SETTINGS = {
+    "max_steps": Integer(1),
+    "check_every": Integer(1),
+    "step_tol": Real(0.0, closed="left"),
+    "grad_tol": Real(0.0, closed="left"),
+    "divergence_factor": Real(1.0),
+    "records_per_decade": Integer(1),
+}
+
+
+class Trajectory(NamedTuple):
+    """Iterates at log-spaced steps (and the last one): step (k,), theta (k, d), loss (k,), lr (k,)."""
+
+    step: np.ndarray
+    theta: np.ndarray
+    loss: np.ndarray
+    lr: np.ndarray
+
+
+class RunResult(NamedTuple):
+    theta: np.ndarray
+    status: str
+    message: str
+    steps: int
+    wall_time_s: float
+    final_loss: float
+    step_norm: float
+    grad_norm: float
+    trajectory: Trajectory
+
+
+def log_spaced_steps(max_steps: int, per_decade: int) -> np.ndarray:
+    """Steps 0..10, then ``per_decade`` log-spaced steps per decade up to ``max_steps``."""
+    dense = np.arange(0, min(max_steps, 10) + 1)
+    if max_steps <= 10:
+        return dense
+    count = int(math.ceil((math.log10(max_steps) - 1.0) * per_decade)) + 1
+    sparse = np.round(np.logspace(1.0, math.log10(max_steps), count)).astype(np.int64)
+    return np.unique(np.concatenate([dense, np.minimum(sparse, max_steps)]))
+
+
+def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, settings: RunSettings = RunSettings()) -> RunResult:
+    """Iterate θ ← θ + update(∇f(θ), state, α_t) from θ0 until a stopping rule fires."""
+    started = time.perf_counter()
+    if optimizer.reparametrize is None:
+        work, scale = problem, None
+    else:
+        work, scale = optimizer.reparametrize(problem)
+    A, b = work.A, work.b
+    grad_matrix = A.T * (-2.0 / A.shape[0])  # ∇f(θ) = grad_matrix @ (b − Aθ)
+    sample_matrix = A * -2.0  # row j times r_j is ∇f_j(θ), f_j = (b_j − a_jᵀθ)²
+    update, begin_epoch = optimizer.update, optimizer.begin_epoch
+    monitor = _Monitor(problem, scale, settings)
+
+    theta = work.theta0.copy()
+    state = optimizer.init(theta)
+    delta = np.zeros_like(theta)
+    t, next_event, status = 0, 0, None
+    with np.errstate(all="ignore"):  # overflow is detected and reported as a status
+        for first in range(0, settings.max_steps + 1, BLOCK):
+            rates = schedule(np.arange(first, min(first + BLOCK, settings.max_steps + 1))).tolist()
+            for lr in rates:
+                r = b - A @ theta
+                g = grad_matrix @ r
+                if t == next_event:
+                    status = monitor.event(t, theta, r, g, delta, lr)
+                    if status is not None:
+                        break
+                    next_event = monitor.next_event
+                # Full-batch steps: every epoch is one step. Minibatch epochs would call this
+                # only at the first step of each epoch.
+                if begin_epoch is not None:
+                    state = begin_epoch(r[:, np.newaxis] * sample_matrix, state)
+                delta, state = update(g, state, lr)
+                theta = theta + delta
+                t += 1
+            if status is not None:
+                break
+    limit = theta if scale is None else theta * scale
+    return RunResult(
+        theta=limit,
+        status=status,
+        message=monitor.message,
+        steps=t,
+        wall_time_s=time.perf_counter() - started,
+        final_loss=monitor.last_loss,
+        step_norm=monitor.last_step_norm,
+        grad_norm=monitor.last_grad_norm,
+        trajectory=monitor.trajectory(),
+    )
+
+
+class _Monitor:
+    """Everything the loop does only now and then: record, test, decide to stop."""
+
+    def __init__(self, problem: Problem, scale: np.ndarray | None, settings: RunSettings):
+        self.settings = settings
+        self.scale = scale
+        self.n = problem.A.shape[0]
+        self.record_steps = log_spaced_steps(settings.max_steps, settings.records_per_decade).tolist()
+        size = len(self.record_steps) + 1
+        self.steps = np.zeros(size, dtype=np.int64)
+        self.thetas = np.zeros((size, problem.A.shape[1]))
+        self.losses = np.zeros(size)
+        self.rates = np.zeros(size)
+        self.count = 0
+        self.next_record_index = 0
+        self.next_check = 0
+        self.next_event = 0
+        loss0 = loss(problem, problem.theta0)
+        self.divergence_threshold = settings.divergence_factor * max(loss0, np.finfo(np.float64).tiny)
+        self.grad_scale = max(1.0, float(np.max(np.abs(gradient(problem, problem.theta0)))))
+        self.message = ""
+        self.last_loss = math.nan
+        self.last_step_norm = math.nan
+        self.last_grad_norm = math.nan
+
+    def event(self, t: int, theta: np.ndarray, r: np.ndarray, g: np.ndarray, delta: np.ndarray, lr: float) -> str | None:
+        if self.scale is not None:  # report in the problem's coordinates, not the optimizer's
+            theta, g, delta = theta * self.scale, g / self.scale, delta * self.scale
+        current_loss = float(r @ r) / self.n
+        self.last_loss = current_loss
+        if self.next_record_index < len(self.record_steps) and t == self.record_steps[self.next_record_index]:
+            self._record(t, theta, current_loss, lr)
+            self.next_record_index += 1
+        status = None
+        if t == self.next_check or t == self.settings.max_steps:
+            status = self._test(t, theta, g, delta, current_loss)
+            self.next_check = t + self.settings.check_every
+        if status is not None:
+            if self.count == 0 or self.steps[self.count - 1] != t:
+                self._record(t, theta, current_loss, lr)
+            return status
+        upcoming = [self.next_check, self.settings.max_steps]
+        if self.next_record_index < len(self.record_steps):
+            upcoming.append(self.record_steps[self.next_record_index])
+        self.next_event = min(upcoming)
+        return None
+
+    def _record(self, t: int, theta: np.ndarray, current_loss: float, lr: float) -> None:
+        k = self.count
+        self.steps[k], self.thetas[k], self.losses[k], self.rates[k] = t, theta, current_loss, lr
+        self.count += 1
+
+    def _test(self, t: int, theta: np.ndarray, g: np.ndarray, delta: np.ndarray, current_loss: float) -> str | None:
+        s = self.settings
+        if not (math.isfinite(current_loss) and np.all(np.isfinite(theta))):
+            self.message = f"non-finite values at step {t} (loss {current_loss}); the step size is far too large"
+            return "non_finite"
+        if current_loss > self.divergence_threshold:
+            self.message = (
+                f"diverged at step {t}: loss {current_loss:.3g} exceeded {s.divergence_factor:g} "
+                f"times the initial loss; the step size is too large for this problem"
+            )
+            return "diverged"
+        grad_norm = float(np.max(np.abs(g)))
+        step_norm = float(np.max(np.abs(delta))) if t > 0 else math.inf
+        self.last_grad_norm, self.last_step_norm = grad_norm, step_norm
+        step_bound = s.step_tol * max(1.0, float(np.max(np.abs(theta))))
+        grad_bound = s.grad_tol * self.grad_scale
+        step_ok, grad_ok = step_norm <= step_bound, grad_norm <= grad_bound
+        tests = f"step {step_norm:.2e} (tol {step_bound:.1e}), gradient {grad_norm:.2e} (tol {grad_bound:.1e})"
+        if step_ok and grad_ok:
+            self.message = f"converged at step {t}: {tests}"
+            return "converged"
+        if t < s.max_steps:
+            return None
+        if step_ok:
+            self.message = (
+                f"max_steps={t} reached, stalled: the steps vanished before the gradient did "
+                f"(the schedule's total step size may be too small to reach a solution); {tests}"
+            )
+        else:
+            self.message = f"max_steps={t} reached while still moving: {tests}"
+        return "max_steps"
+
+    def trajectory(self) -> Trajectory:
+        k = self.count
+        return Trajectory(self.steps[:k].copy(), self.thetas[:k].copy(), self.losses[:k].copy(), self.rates[:k].copy())
