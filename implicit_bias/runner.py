@@ -169,12 +169,10 @@ class _Monitor:
         self.last_grad_norm = math.nan
 
     def event(self, t: int, theta: np.ndarray, r: np.ndarray, g: np.ndarray, delta: np.ndarray, lr: float) -> str | None:
-        if self.scale is not None:  # report in the problem's coordinates, not the optimizer's
-            theta, g, delta = theta * self.scale, g / self.scale, delta * self.scale
         current_loss = float(r @ r) / self.n
         self.last_loss = current_loss
         if self.next_record_index < len(self.record_steps) and t == self.record_steps[self.next_record_index]:
-            self._record(t, theta, current_loss, lr)
+            self._record(t, self._original(theta), current_loss, lr)
             self.next_record_index += 1
         status = None
         if t == self.next_check or t == self.settings.max_steps:
@@ -182,13 +180,16 @@ class _Monitor:
             self.next_check = t + self.settings.check_every
         if status is not None:
             if self.count == 0 or self.steps[self.count - 1] != t:
-                self._record(t, theta, current_loss, lr)
+                self._record(t, self._original(theta), current_loss, lr)
             return status
-        upcoming = [self.next_check, self.settings.max_steps]
+        self.next_event = min(self.next_check, self.settings.max_steps)
         if self.next_record_index < len(self.record_steps):
-            upcoming.append(self.record_steps[self.next_record_index])
-        self.next_event = min(upcoming)
+            self.next_event = min(self.next_event, self.record_steps[self.next_record_index])
         return None
+
+    def _original(self, theta: np.ndarray) -> np.ndarray:
+        """A point in the problem's coordinates (the optimizer may run in rescaled ones)."""
+        return theta if self.scale is None else theta * self.scale
 
     def _record(self, t: int, theta: np.ndarray, current_loss: float, lr: float) -> None:
         k = self.count
@@ -196,8 +197,12 @@ class _Monitor:
         self.count += 1
 
     def _test(self, t: int, theta: np.ndarray, g: np.ndarray, delta: np.ndarray, current_loss: float) -> str | None:
+        # Cheapest decisive test first: during the approach the gradient test fails and the
+        # check costs two numpy calls. A finite loss implies finite iterates: an infinite or
+        # NaN coordinate of θ makes Aθ non-finite unless its column is zero, and a zero
+        # column's coordinate never moves from θ0.
         s = self.settings
-        if not (math.isfinite(current_loss) and np.all(np.isfinite(theta))):
+        if not math.isfinite(current_loss):
             self.message = f"non-finite values at step {t} (loss {current_loss}); the step size is far too large"
             return "non_finite"
         if current_loss > self.divergence_threshold:
@@ -206,12 +211,19 @@ class _Monitor:
                 f"times the initial loss; the step size is too large for this problem"
             )
             return "diverged"
+        if self.scale is not None:
+            g = g / self.scale  # ∇_θ f = ∇_θ' f / s
         grad_norm = float(np.max(np.abs(g)))
-        step_norm = float(np.max(np.abs(delta))) if t > 0 else math.inf
-        self.last_grad_norm, self.last_step_norm = grad_norm, step_norm
-        step_bound = s.step_tol * max(1.0, float(np.max(np.abs(theta))))
+        self.last_grad_norm = grad_norm
         grad_bound = s.grad_tol * self.grad_scale
-        step_ok, grad_ok = step_norm <= step_bound, grad_norm <= grad_bound
+        grad_ok = grad_norm <= grad_bound
+        if not grad_ok and t < s.max_steps:
+            return None
+        theta = self._original(theta)
+        step_norm = float(np.max(np.abs(self._original(delta)))) if t > 0 else math.inf
+        self.last_step_norm = step_norm
+        step_bound = s.step_tol * max(1.0, float(np.max(np.abs(theta))))
+        step_ok = step_norm <= step_bound
         tests = f"step {step_norm:.2e} (tol {step_bound:.1e}), gradient {grad_norm:.2e} (tol {grad_bound:.1e})"
         if step_ok and grad_ok:
             self.message = f"converged at step {t}: {tests}"

@@ -1,0 +1,104 @@
+"""Per-step cost of the harness against hand-written numpy loops, measured in the same run.
+
+    python benchmarks/step_cost.py [--steps 100000] [--repeats 7]
+
+For each optimizer the harness runs ``steps`` steps on the default problem with a rate small
+enough (or a constant sign step) that it cannot converge early, so every run takes exactly
+``steps`` steps; the baseline is a plain numpy loop doing the same arithmetic and nothing
+else (no schedule, no convergence test, no recording). Both start from the same point and
+must end at the same θ (checked), so the ratio compares equal work. Reported: the median of
+``repeats`` interleaved timings, in ns per step, and harness / baseline. The machine is
+noisy: read the ratio, not the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from implicit_bias.optimizers import epoch_rms_adam, sgd, sign_sgd
+from implicit_bias.problems import single_equation
+from implicit_bias.runner import RunSettings, run
+from implicit_bias.schedules import constant
+
+PROBLEM = single_equation(np.array([1.0, 0.1, 0.01]), 1.0, None)
+
+
+def hand_gd(steps: int, lr: float) -> np.ndarray:
+    A, b, theta = PROBLEM.A, PROBLEM.b, PROBLEM.theta0.copy()
+    n = A.shape[0]
+    for _ in range(steps):
+        g = -2.0 / n * (A.T @ (b - A @ theta))
+        theta = theta - lr * g
+    return theta
+
+
+def hand_sign(steps: int, lr: float) -> np.ndarray:
+    A, b, theta = PROBLEM.A, PROBLEM.b, PROBLEM.theta0.copy()
+    n = A.shape[0]
+    for _ in range(steps):
+        g = -2.0 / n * (A.T @ (b - A @ theta))
+        theta = theta - lr * np.sign(g)
+    return theta
+
+
+def hand_epoch_rms(steps: int, lr: float) -> np.ndarray:
+    A, b, theta = PROBLEM.A, PROBLEM.b, PROBLEM.theta0.copy()
+    n = A.shape[0]
+    for _ in range(steps):
+        r = b - A @ theta
+        g = -2.0 / n * (A.T @ r)
+        per_sample = -2.0 * r[:, None] * A
+        root = np.sqrt(np.mean(per_sample * per_sample, axis=0))
+        scale = np.divide(1.0, root, out=np.zeros_like(root), where=root > 0)
+        theta = theta - lr * scale * g
+    return theta
+
+
+CASES = {
+    # name: (optimizer, rate, hand loop). GD at lr=1e-7 needs ~10^8 steps to converge;
+    # sign methods with a constant step never do.
+    "sgd": (sgd(), 1e-7, hand_gd),
+    "sign_sgd": (sign_sgd(), 1e-3, hand_sign),
+    "epoch_rms_adam": (epoch_rms_adam(0.0), 1e-3, hand_epoch_rms),
+}
+
+
+def harness(optimizer, lr: float, steps: int) -> np.ndarray:
+    result = run(PROBLEM, optimizer, constant(lr), RunSettings(max_steps=steps))
+    assert result.steps == steps and result.status == "max_steps", result.message
+    return result.theta
+
+
+def timed(fn, *args) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    print(f"default problem [1, 0.1, 0.01]·θ = 1, {args.steps} steps, median of {args.repeats}")
+    print(f"{'optimizer':16s} {'hand ns/step':>13s} {'harness ns/step':>16s} {'ratio':>7s}")
+    for name, (optimizer, lr, hand) in CASES.items():
+        hand_times, harness_times = [], []
+        for _ in range(args.repeats):  # interleaved so drifts in machine speed hit both
+            seconds, expected = timed(hand, args.steps, lr)
+            hand_times.append(seconds)
+            seconds, got = timed(harness, optimizer, lr, args.steps)
+            harness_times.append(seconds)
+            if not np.allclose(got, expected, rtol=1e-12, atol=1e-15):
+                raise SystemExit(f"{name}: harness and hand loop disagree: {got} vs {expected}")
+        h = statistics.median(hand_times) / args.steps * 1e9
+        k = statistics.median(harness_times) / args.steps * 1e9
+        print(f"{name:16s} {h:13.0f} {k:16.0f} {k / h:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
