@@ -1,0 +1,132 @@
+"""The theory registry against independent computations (numpy pinv / lstsq), and its preconditions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from implicit_bias.optimizers import OPTIMIZERS, rescaled_sgd, sgd
+from implicit_bias.predictions import THEORIES, compare, predict
+from implicit_bias.problems import Problem, single_equation
+from implicit_bias.runner import RunSettings, run
+from implicit_bias.schedules import constant
+
+coords = st.floats(-10, 10, allow_nan=False).map(lambda x: 0.0 if abs(x) < 1e-3 else x)
+
+
+@st.composite
+def rank_one_problems(draw):
+    d = draw(st.integers(1, 8))
+    a = draw(arrays(np.float64, d, elements=coords).filter(lambda a: np.max(np.abs(a)) > 0.1))
+    b = draw(st.floats(-10, 10, allow_nan=False))
+    theta0 = draw(arrays(np.float64, d, elements=coords))
+    return single_equation(a, b, theta0)
+
+
+def gd_reference(p: Problem) -> np.ndarray:
+    """θ0 + A⁺(b − Aθ0) (THEORY §2, first bullet)."""
+    return p.theta0 + np.linalg.pinv(p.A) @ (p.b - p.A @ p.theta0)
+
+
+def preconditioned_reference(p: Problem, P: np.ndarray) -> np.ndarray:
+    """θ0 + P^{1/2}(A P^{1/2})⁺(b − Aθ0) for diagonal P (THEORY §2, second bullet)."""
+    root = np.sqrt(P)
+    return p.theta0 + root * (np.linalg.pinv(p.A * root) @ (p.b - p.A @ p.theta0))
+
+
+def line_reference(p: Problem, v: np.ndarray) -> np.ndarray:
+    """The point of θ0 + span(v) solving the equation, by least squares in the line coordinate."""
+    c, *_ = np.linalg.lstsq((p.A @ v)[:, None], p.b - p.A @ p.theta0, rcond=None)
+    return p.theta0 + v * c[0]
+
+
+def scale(p: Problem) -> float:
+    return max(1.0, float(np.max(np.abs(gd_reference(p)))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(rank_one_problems())
+def test_gd_family_prediction_is_the_pinv_formula(p):
+    got = predict("sgd", {}, p).point
+    assert np.max(np.abs(got - gd_reference(p))) <= 1e-12 * scale(p)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rank_one_problems())
+def test_rescaled_sgd_prediction_is_the_preconditioned_formula(p):
+    rms = np.sqrt(np.mean(p.A**2, axis=0))
+    P = np.where(rms > 0, 1.0 / np.where(rms > 0, rms, 1.0) ** 2, 1.0)
+    got = predict("rescaled_sgd", {}, p).point
+    expected = preconditioned_reference(p, P)
+    assert np.max(np.abs(got - expected)) <= 1e-12 * max(1.0, float(np.max(np.abs(expected))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(rank_one_problems(), st.sampled_from(["sign_sgd", "epoch_rms_adam"]))
+def test_sign_family_prediction_solves_the_equation_on_the_sign_line(p, name):
+    params = {"eps": 0.0} if name == "epoch_rms_adam" else {}
+    got = predict(name, params, p).point
+    expected = line_reference(p, np.sign(p.A[0]))
+    assert np.max(np.abs(got - expected)) <= 1e-12 * max(1.0, float(np.max(np.abs(expected))))
+    assert abs(p.A[0] @ got - p.b[0]) <= 1e-12 * max(1.0, float(np.abs(p.A[0]) @ np.abs(got)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(rank_one_problems(), st.sampled_from(["sgd", "rescaled_sgd"]))
+def test_gd_runs_converge_to_the_prediction_on_random_rank_one_data(p, name):
+    opt = {"sgd": sgd, "rescaled_sgd": rescaled_sgd}[name]()
+    work = p if opt.reparametrize is None else opt.reparametrize(p)[0]
+    lr = 0.4 / float(work.A[0] @ work.A[0])  # inside GD's convergent range 0 < lr < 1/‖a‖²
+    result = run(p, opt, constant(lr), RunSettings(max_steps=20_000))
+    assert result.status == "converged", result.message
+    pred = predict(name, {}, p).point
+    assert np.max(np.abs(result.theta - pred)) <= 1e-9 * max(1.0, float(np.max(np.abs(pred))))
+
+
+def test_homework_predictions():
+    p = single_equation(np.array([1.0, 0.1, 0.01]), 1.0, None)
+    np.testing.assert_allclose(predict("sgd", {}, p).point, np.array([1.0, 0.1, 0.01]) / 1.0101, rtol=1e-15)
+    np.testing.assert_allclose(predict("sign_sgd", {}, p).point, np.full(3, 1 / 1.11), rtol=1e-15)
+    np.testing.assert_allclose(predict("epoch_rms_adam", {"eps": 0.0}, p).point, np.full(3, 1 / 1.11), rtol=1e-15)
+    np.testing.assert_allclose(predict("rescaled_sgd", {}, p).point, [1 / 3, 10 / 3, 100 / 3], rtol=1e-15)
+
+
+def test_every_optimizer_has_a_theory_with_a_source():
+    assert set(THEORIES) == set(OPTIMIZERS)
+    for theory in THEORIES.values():
+        assert theory.source
+
+
+def test_eps_above_zero_means_no_prediction_and_says_why():
+    p = single_equation(np.array([1.0, 0.1, 0.01]), 1.0, None)
+    prediction = predict("epoch_rms_adam", {"eps": 1e-8}, p)
+    assert prediction.point is None
+    assert "eps" in prediction.reason
+    assert prediction.source  # the theory that does not apply is still named
+
+
+@pytest.mark.parametrize("name", sorted(THEORIES))
+def test_more_than_one_equation_means_no_rank_one_prediction(name):
+    p = Problem(np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]), np.array([1.0, 2.0]), np.zeros(3))
+    prediction = predict(name, {"eps": 0.0}, p)
+    assert prediction.point is None
+    assert "n = 2" in prediction.reason
+
+
+def test_unregistered_optimizer_gets_no_prediction():
+    p = single_equation(np.array([1.0]), 1.0, None)
+    assert predict("adamw", {}, p).point is None
+
+
+def test_compare_verdicts():
+    p = single_equation(np.array([1.0, 0.1, 0.01]), 1.0, None)
+    prediction = predict("sgd", {}, p)
+    close = prediction.point + 5e-11
+    assert compare(close, prediction, "converged", 1e-10) == (pytest.approx(5e-11), "match")
+    assert compare(close + 1e-9, prediction, "converged", 1e-10).verdict == "mismatch"
+    assert compare(close, prediction, "max_steps", 1e-10).verdict == "not_converged"
+    none = predict("epoch_rms_adam", {"eps": 1.0}, p)
+    assert compare(close, none, "converged", 1e-10) == (None, "no_prediction")

@@ -1,0 +1,89 @@
+"""The stopping rule and the recording, isolated with stub optimizers and literal loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from implicit_bias.optimizers import EmptyState, Optimizer, epoch_rms_adam, sgd
+from implicit_bias.problems import Problem, single_equation
+from implicit_bias.runner import RunSettings, run
+from implicit_bias.schedules import constant
+
+
+def stub(update) -> Optimizer:
+    return Optimizer(lambda theta0: EmptyState(), lambda g, state, lr: (update(g, lr), state))
+
+
+def test_moving_with_zero_gradient_is_not_convergence():
+    # f depends on θ₁ only; the stub walks along θ₂, so the gradient is 0 throughout
+    problem = single_equation(np.array([1.0, 0.0]), 0.0, None)
+    drift = stub(lambda g, lr: np.array([0.0, lr]))
+    result = run(problem, drift, constant(1e-3), RunSettings(max_steps=500))
+    assert result.status == "max_steps"
+    assert "still moving" in result.message
+
+
+def test_standing_still_with_a_gradient_is_not_convergence():
+    problem = single_equation(np.array([1.0, 0.1, 0.01]), 1.0, None)
+    frozen = stub(lambda g, lr: np.zeros_like(g))
+    result = run(problem, frozen, constant(0.1), RunSettings(max_steps=500))
+    assert result.status == "max_steps"
+    assert "stalled" in result.message
+
+
+def test_converged_step_is_the_first_check_step_where_both_tests_hold():
+    a = np.array([1.0, 0.1, 0.01])
+    problem = single_equation(a, 1.0, None)
+    lr = 0.25 / (a @ a)  # residual halves each step: r_t = 2^-t
+    step_tol, grad_tol = 1e-9, 1e-9
+    expected = None
+    for t in range(1, 200):  # written out from the recurrence, not from the runner
+        r_t, r_prev = 2.0**-t, 2.0 ** -(t - 1)
+        step = lr * 2 * r_prev * np.max(np.abs(a))
+        theta_t = a * (1 - r_t) / (a @ a)
+        grad = 2 * r_t * np.max(np.abs(a))
+        if step <= step_tol * max(1, np.max(np.abs(theta_t))) and grad <= grad_tol * 2.0:
+            expected = t
+            break
+    for check_every in (1, 7):
+        settings = RunSettings(max_steps=1000, check_every=check_every, step_tol=step_tol, grad_tol=grad_tol)
+        result = run(problem, sgd(), constant(lr), settings)
+        assert result.status == "converged"
+        assert result.steps == -(-expected // check_every) * check_every  # first check step ≥ expected
+
+
+def test_recorded_iterates_are_the_literal_iterates():
+    a = np.array([1.0, 0.1, 0.01])
+    problem = single_equation(a, 1.0, np.array([0.3, -0.2, 0.1]))
+    result = run(problem, sgd(), constant(1e-3), RunSettings(max_steps=3000))
+    A, b, theta = problem.A, problem.b, problem.theta0.copy()
+    literal = {0: theta.copy()}
+    for t in range(1, result.steps + 1):
+        theta = theta - 1e-3 * (-2.0 * (A.T @ (b - A @ theta)))
+        literal[t] = theta.copy()
+    for step, recorded in zip(result.trajectory.step, result.trajectory.theta):
+        np.testing.assert_allclose(recorded, literal[int(step)], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(result.theta, literal[result.steps], rtol=1e-13, atol=1e-15)
+
+
+def test_epoch_rms_adam_gets_the_per_sample_gradients_at_the_epoch_start():
+    A = np.array([[1.0, 2.0, 0.0], [3.0, -1.0, 0.0]])
+    b = np.array([1.0, 2.0])
+    problem = Problem(A, b, np.zeros(3))
+    result = run(problem, epoch_rms_adam(0.0), constant(0.1), RunSettings(max_steps=1, records_per_decade=1))
+    r = b - A @ np.zeros(3)
+    per_sample = -2.0 * r[:, None] * A  # ∇(b_j − a_jᵀθ)²
+    rms = np.sqrt(np.mean(per_sample**2, axis=0))
+    g = -2.0 / 2 * A.T @ r
+    expected = -0.1 * np.divide(g, rms, out=np.zeros(3), where=rms > 0)
+    np.testing.assert_allclose(result.theta, expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("max_steps", [1, 5, 10, 11, 4096, 4097, 10_000])
+def test_exactly_max_steps_are_taken(max_steps):
+    problem = single_equation(np.array([1.0, 0.1, 0.01]), 1.0, None)
+    result = run(problem, sgd(), constant(1e-9), RunSettings(max_steps=max_steps))
+    assert result.status == "max_steps" and result.steps == max_steps
+    assert result.trajectory.step[-1] == max_steps
+    np.testing.assert_allclose(result.theta, result.trajectory.theta[-1], rtol=0, atol=0)
