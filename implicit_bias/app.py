@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -31,19 +32,19 @@ def execute(experiment: Experiment, out_dir: Path, overrides: list[str]) -> dict
     """Run one built experiment and write its records into ``out_dir``; return the record."""
     result = run(experiment.problem, experiment.optimizer.built, experiment.schedule.built, experiment.settings)
     prediction = predict(experiment.optimizer.name, experiment.optimizer.params, experiment.problem)
-    comparison = compare(result.theta, prediction, result.status, experiment.verdict_tol)
+    comparison = compare(result.theta, prediction, result.status, experiment.verdict_tol, experiment.problem.theta0)
     record = make_record(experiment, result, prediction, comparison, overrides)
     write_trajectory(out_dir / TRAJECTORY_FILE, result, prediction)
     write_json(out_dir / RESULT_FILE, record)
     if experiment.figure:
         from .plotting import render_run
 
-        error = "" if comparison.error is None else f", error {comparison.error:.1e}"
+        error = f", error {comparison.error:.1e}" if comparison.error is not None and np.isfinite(comparison.error) else ""
         title = (
             f"{experiment.optimizer.name} · {describe(record['schedule'])} · {experiment.dataset.name}: "
             f"{result.status} after {result.steps} steps{error} ({comparison.verdict})"
         )
-        png = render_run(experiment.problem, result.trajectory, result.theta, prediction.point, title, experiment.verdict_tol)
+        png = render_run(experiment.problem, result.trajectory, result.theta, prediction, title, experiment.verdict_tol)
         atomic_write(out_dir / FIGURE_FILE, png)
     return record
 

@@ -2,8 +2,8 @@
 
 An :class:`Optimizer` is ``init(theta0) -> state`` and
 ``update(grad, state, lr) -> (delta, state)``; the runner applies θ ← θ + delta. State is a
-small NamedTuple of arrays, nothing hidden in objects, so a later batched runner can give
-every array a trailing batch axis.
+small NamedTuple of arrays, nothing hidden in objects, so a batched runner can give every
+array a batch axis (reductions over samples, as in ``begin_epoch``, then name their axis).
 
 Two optional hooks carry the epoch and reparametrization logic:
 
@@ -19,7 +19,8 @@ factories and their parameter constraints.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,6 +34,8 @@ class Optimizer(NamedTuple):
     update: Callable[[np.ndarray, Any, float], tuple[np.ndarray, Any]]
     begin_epoch: Callable[[np.ndarray, Any], Any] | None = None
     reparametrize: Callable[[Problem], tuple[Problem, np.ndarray]] | None = None
+    #: choices that change the answer but are not parameters (THEORY.md §4); recorded with every run
+    conventions: Mapping[str, str] = MappingProxyType({})
 
 
 class EmptyState(NamedTuple):
@@ -68,7 +71,7 @@ def sign_sgd() -> Optimizer:
     def update(grad: np.ndarray, state: EmptyState, lr: float) -> tuple[np.ndarray, EmptyState]:
         return np.sign(grad) * -lr, state
 
-    return Optimizer(_no_state, update)
+    return Optimizer(_no_state, update, conventions={"sign(0)": "0"})
 
 
 def epoch_rms_adam(eps: float) -> Optimizer:
@@ -92,7 +95,15 @@ def epoch_rms_adam(eps: float) -> Optimizer:
     def update(grad: np.ndarray, state: EpochRMSState, lr: float) -> tuple[np.ndarray, EpochRMSState]:
         return grad * state.scale * -lr, state
 
-    return Optimizer(init, update, begin_epoch=begin_epoch)
+    conventions = {
+        "eps": "added to √v (outside the square root)",
+        "M_t from": "per-sample gradients at the start of the epoch (this epoch's, not the previous one's)",
+        "epoch": "one full-batch step",
+        "momentum": "none",
+        "bias correction": "none",
+        "v_i = 0": "M_ii = 0 (as sign(0) = 0)",
+    }
+    return Optimizer(init, update, begin_epoch=begin_epoch, conventions=conventions)
 
 
 def rescaled_sgd() -> Optimizer:
@@ -101,7 +112,8 @@ def rescaled_sgd() -> Optimizer:
     s_i = 1/rms(column i of A). Literally the homework's recipe; equivalent to GD
     preconditioned by P = diag(s)² (THEORY.md §2).
     """
-    return Optimizer(_no_state, _sgd_update, reparametrize=rescale_features)
+    conventions = {"rescaling": "s_i = 1/rms(column i of A), computed once from the data; zero columns keep s_i = 1"}
+    return Optimizer(_no_state, _sgd_update, reparametrize=rescale_features, conventions=conventions)
 
 
 OPTIMIZERS = {

@@ -7,9 +7,11 @@ No pyplot global state: figures are built from :class:`matplotlib.figure.Figure`
 from __future__ import annotations
 
 import io
+import textwrap
 
 import numpy as np
 
+from .predictions import Prediction
 from .problems import Problem
 from .runner import Trajectory
 
@@ -57,7 +59,7 @@ def draw_coordinates(ax, trajectory: Trajectory, prediction: np.ndarray | None) 
         line, = ax.plot(trajectory.step, trajectory.theta[:, i], lw=1.2, label=f"θ_{i + 1}")
         if prediction is not None:
             ax.axhline(prediction[i], color=line.get_color(), ls="--", lw=0.8)
-    ax.set_xscale("symlog", linthresh=1)
+    _step_axis(ax, trajectory)
     ax.set_xlabel("step")
     ax.set_ylabel("θ_i  (dashed: prediction)")
     suffix = f" (first {MAX_COORDINATES} of {d})" if d > MAX_COORDINATES else ""
@@ -65,24 +67,33 @@ def draw_coordinates(ax, trajectory: Trajectory, prediction: np.ndarray | None) 
     ax.legend(fontsize=7, ncol=2)
 
 
+def _step_axis(ax, trajectory: Trajectory) -> None:
+    """Steps on a log axis that still shows step 0 (linear between 0 and 1)."""
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(0, max(1, int(trajectory.step[-1])) * 1.05)
+
+
 def draw_loss(ax, trajectory: Trajectory) -> None:
     ax.plot(*_positive(trajectory.step, trajectory.loss), color="tab:purple", lw=1.2)
-    ax.set_xscale("symlog", linthresh=1)
+    _step_axis(ax, trajectory)
     ax.set_yscale("log")
     ax.set_ylabel("loss f(θ_t)")
     ax.grid(True, which="major", alpha=0.3)
 
 
-def draw_distance(ax, trajectory: Trajectory, prediction: np.ndarray | None, tol: float) -> None:
-    ax.set_xscale("symlog", linthresh=1)
+def draw_distance(ax, trajectory: Trajectory, prediction: Prediction, tol: float) -> None:
+    _step_axis(ax, trajectory)
     ax.set_xlabel("step t")
-    if prediction is None:
-        ax.text(0.5, 0.5, "no prediction", ha="center", va="center", transform=ax.transAxes)
-        ax.set_ylabel("‖θ_t − prediction‖∞")
+    ax.set_ylabel("‖θ_t − prediction‖∞")
+    if prediction.point is None:
+        ax.text(0.5, 0.5, "no prediction:\n" + textwrap.fill(prediction.reason, 60), ha="center", va="center",
+                transform=ax.transAxes, fontsize=8)
+        ax.set_yticks([])
         return
-    distance = np.max(np.abs(trajectory.theta - prediction), axis=1)
+    distance = np.max(np.abs(trajectory.theta - prediction.point), axis=1)
     ax.plot(*_positive(trajectory.step, distance), color="tab:red", lw=1.2)
-    ax.axhline(tol, color="black", ls=":", lw=1, label=f"verdict tolerance {tol:g}")
+    scale = max(float(np.max(np.abs(prediction.point))), float(np.max(np.abs(trajectory.theta[0])))) or 1.0
+    ax.axhline(tol * scale, color="black", ls=":", lw=1, label=f"verdict tolerance {tol:g} × {scale:.3g}")
     ax.set_yscale("log")
     ax.set_ylabel("‖θ_t − prediction‖∞")
     ax.grid(True, which="major", alpha=0.3)
@@ -93,7 +104,7 @@ def render_run(
     problem: Problem,
     trajectory: Trajectory,
     limit: np.ndarray,
-    prediction: np.ndarray | None,
+    prediction: Prediction,
     title: str,
     tol: float,
 ) -> bytes:
@@ -103,9 +114,9 @@ def render_run(
     fig = Figure(figsize=(11, 5.2), layout="constrained")
     grid = fig.add_gridspec(2, 2, width_ratios=[1.25, 1])
     if trajectory.theta.shape[1] == 3:
-        draw_path_3d(fig.add_subplot(grid[:, 0], projection="3d"), problem, trajectory, limit, prediction)
+        draw_path_3d(fig.add_subplot(grid[:, 0], projection="3d"), problem, trajectory, limit, prediction.point)
     else:
-        draw_coordinates(fig.add_subplot(grid[:, 0]), trajectory, prediction)
+        draw_coordinates(fig.add_subplot(grid[:, 0]), trajectory, prediction.point)
     loss_ax = fig.add_subplot(grid[0, 1])
     draw_loss(loss_ax, trajectory)
     draw_distance(fig.add_subplot(grid[1, 1], sharex=loss_ax), trajectory, prediction, tol)

@@ -50,6 +50,11 @@ def _eps_is_zero(problem: Problem, params: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _preconditioned(s: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """s² ⊙ a, evaluated as s ⊙ (s ⊙ a) so that s² cannot overflow."""
+    return s * (s * a)
+
+
 SIGN_SOURCE = (
     "THEORY.md §1-2: with one sample the epoch mean of g_i² is g_i², so M_t∇f = sign(∇f) and "
     "every step moves along sign(a) (Wilson, Roelofs, Stern, Srebro, Recht, NeurIPS 2017: "
@@ -74,7 +79,7 @@ THEORIES: dict[str, Theory] = {
         checks=(_eps_is_zero,),
     ),
     "rescaled_sgd": Theory(
-        direction=lambda a, params: feature_scale(a[np.newaxis, :]) ** 2 * a,
+        direction=lambda a, params: _preconditioned(feature_scale(a[np.newaxis, :]), a),
         direction_text="v = s² ⊙ a, s_i = 1/rms(column i)",
         source=(
             "THEORY.md §1-2: SGD on features rescaled by s moves θ along s² ⊙ a "
@@ -106,22 +111,33 @@ def predict(optimizer: str, params: Mapping[str, Any], problem: Problem) -> Pred
             return Prediction(None, formula, theory.source, reason)
     a, b, theta0 = problem.A[0], problem.b[0], problem.theta0
     v = theory.direction(a, params)
-    along = float(a @ v)
-    if abs(along) <= 1e-12 * float(np.linalg.norm(a) * np.linalg.norm(v)):
+    # Evaluated with a and v normalized to unit ∞-norm, so that aᵀv cannot overflow or
+    # underflow for data of any magnitude: v/(aᵀv) = v̂ / (‖a‖∞ âᵀv̂).
+    a_max, v_max = float(np.max(np.abs(a))), float(np.max(np.abs(v)))
+    a_hat, v_hat = a / a_max, v / v_max
+    along = float(a_hat @ v_hat)
+    if abs(along) <= 1e-12 * float(np.linalg.norm(a_hat) * np.linalg.norm(v_hat)):
         return Prediction(None, formula, theory.source, "aᵀv = 0: the update direction never changes aᵀθ")
-    return Prediction(theta0 + v * ((b - a @ theta0) / along), formula, theory.source, "")
+    return Prediction(theta0 + v_hat * ((b - a @ theta0) / (a_max * along)), formula, theory.source, "")
 
 
 class Comparison(NamedTuple):
-    error: float | None  # max-abs distance between limit and prediction
+    error: float | None  # ‖limit − prediction‖∞
+    relative_error: float | None  # error / max(‖prediction‖∞, ‖θ0‖∞)
     verdict: str  # "match", "mismatch", "not_converged" or "no_prediction"
 
 
-def compare(limit: np.ndarray, prediction: Prediction, status: str, tol: float) -> Comparison:
-    """Error = ‖limit − prediction‖∞; the verdict needs a converged run and error ≤ tol."""
+def compare(limit: np.ndarray, prediction: Prediction, status: str, tol: float, theta0: np.ndarray) -> Comparison:
+    """Error = ‖limit − prediction‖∞; ``match`` needs a converged run and error ≤ tol · scale.
+
+    scale = max(‖prediction‖∞, ‖θ0‖∞), the size of the points involved, so the verdict means
+    the same for data of any magnitude (scale 1 if both are 0, where the limit must be 0).
+    """
     if prediction.point is None:
-        return Comparison(None, "no_prediction")
+        return Comparison(None, None, "no_prediction")
     error = float(np.max(np.abs(limit - prediction.point)))
+    scale = max(float(np.max(np.abs(prediction.point))), float(np.max(np.abs(theta0)))) or 1.0
+    relative = error / scale
     if status != "converged":
-        return Comparison(error, "not_converged")
-    return Comparison(error, "match" if error <= tol else "mismatch")
+        return Comparison(error, relative, "not_converged")
+    return Comparison(error, relative, "match" if relative <= tol else "mismatch")

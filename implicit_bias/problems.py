@@ -48,7 +48,9 @@ def feature_scale(A: np.ndarray) -> np.ndarray:
     A column that is identically zero carries no information and never moves under any
     gradient method; it keeps scale 1 rather than an infinite one.
     """
-    rms = np.sqrt(np.mean(A * A, axis=0))
+    peak = np.max(np.abs(A), axis=0)
+    unit = np.divide(A, peak, out=np.zeros_like(A), where=peak > 0)  # squares cannot overflow
+    rms = peak * np.sqrt(np.mean(unit * unit, axis=0))
     scale = np.ones_like(rms)
     np.divide(1.0, rms, out=scale, where=rms > 0)
     return scale

@@ -66,8 +66,12 @@ def make_record(
 ) -> dict[str, Any]:
     """The ``result.json`` content of one run."""
     record = {
-        "dataset": {"name": experiment.dataset.name, **experiment.dataset.params},
-        "optimizer": {"name": experiment.optimizer.name, **experiment.optimizer.params},
+        "dataset": {"name": experiment.dataset.name, **experiment.dataset.params, "theta0": experiment.problem.theta0},
+        "optimizer": {
+            "name": experiment.optimizer.name,
+            **experiment.optimizer.params,
+            "conventions": dict(experiment.optimizer.built.conventions),
+        },
         "schedule": {"name": experiment.schedule.name, **experiment.schedule.params},
         "settings": {**experiment.settings._asdict(), "verdict_tol": experiment.verdict_tol},
         "overrides": list(overrides or []),
@@ -84,6 +88,7 @@ def make_record(
         "prediction_source": prediction.source or None,
         "no_prediction_reason": prediction.reason or None,
         "error": comparison.error,
+        "relative_error": comparison.relative_error,
         "verdict": comparison.verdict,
         "seed": experiment.seed,
         "versions": package_versions(),
@@ -107,7 +112,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def write_json(path: Path, record: Mapping[str, Any]) -> None:
-    atomic_write(Path(path), (json.dumps(record, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write(Path(path), (json.dumps(record, indent=2, allow_nan=False, ensure_ascii=False) + "\n").encode())
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -153,6 +158,7 @@ def failure_record(config: Mapping[str, Any], overrides: list[str], status: str,
         "prediction_source": None,
         "no_prediction_reason": None,
         "error": None,
+        "relative_error": None,
         "verdict": "not_run",
         "seed": config.get("seed"),
         "versions": package_versions(),

@@ -13,7 +13,7 @@ from typing import Any
 
 from .results import RESULT_FILE, atomic_write, read_json
 
-SHOWN_COORDINATES = 4
+SHOWN_COORDINATES = 6
 COLUMNS = ("job", "optimizer", "schedule", "limit", "prediction", "error", "verdict", "steps", "status")
 
 
@@ -31,7 +31,9 @@ def format_error(error: float | None) -> str:
 
 def describe(part: Mapping[str, Any]) -> str:
     """'exponential(lr=0.1, gamma=0.95)' from a record's group entry."""
-    params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in part.items() if k != "name")
+    params = ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in part.items() if k not in ("name", "conventions")
+    )
     return f"{part['name']}({params})" if params else str(part["name"])
 
 
@@ -53,7 +55,8 @@ def run_summary(record: Mapping[str, Any], out_dir: Path | None = None) -> str:
             f"             source: {record['prediction_source']}",
         ]
     tol = record["settings"]["verdict_tol"]
-    lines.append(f"  error {format_error(record['error'])} (max-abs), tolerance {tol:g}: {record['verdict']}")
+    relative = "" if record["relative_error"] is None else f", relative {record['relative_error']:.1e}"
+    lines.append(f"  error {format_error(record['error'])} (max-abs{relative}; tolerance {tol:g} relative): {record['verdict']}")
     if out_dir is not None:
         lines.append(f"  records in {out_dir}")
     return "\n".join(lines)

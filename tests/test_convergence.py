@@ -35,7 +35,7 @@ def test_default_config_converges_to_the_homework_limit(optimizer):
     assert result.status == "converged", result.message
     assert np.max(np.abs(result.theta - EXPECTED[optimizer])) <= TOL
     prediction = predict(optimizer, experiment.optimizer.params, experiment.problem)
-    assert compare(result.theta, prediction, result.status, TOL).verdict == "match"
+    assert compare(result.theta, prediction, result.status, TOL, experiment.problem.theta0).verdict == "match"
 
 
 def test_sgd_limit_uses_the_full_squared_norm():
@@ -64,9 +64,9 @@ def test_constant_step_sign_sgd_is_reported_not_converged():
     experiment, result = run_config(["optimizer=sign_sgd", "schedule=constant", "schedule.lr=0.01", "max_steps=5000"])
     assert result.status == "max_steps"
     assert "still moving" in result.message
-    assert result.step_norm == pytest.approx(0.01)  # every step has ℓ∞ length α: it never settles
+    assert result.step_norm == pytest.approx(0.01 * np.sqrt(3))  # every step is α·(±1, ±1, ±1): it never settles
     prediction = predict("sign_sgd", {}, experiment.problem)
-    comparison = compare(result.theta, prediction, result.status, TOL)
+    comparison = compare(result.theta, prediction, result.status, TOL, experiment.problem.theta0)
     assert comparison.verdict == "not_converged"
     assert 1e-6 < comparison.error <= 0.01  # it hovers within one step of the limit
 
@@ -95,3 +95,13 @@ def test_nonzero_start_converges_to_the_rank_one_formula():
     assert np.max(np.abs(result.theta - expected)) <= TOL
     # not the minimum-norm solution: GD keeps the part of θ0 orthogonal to a
     assert np.max(np.abs(result.theta - EXPECTED["sgd"])) > 1.0
+
+
+@pytest.mark.parametrize("b", [1e-7, 1e7])
+def test_the_verdict_is_relative_to_the_size_of_the_solution(b):
+    experiment, result = run_config(["optimizer=rescaled_sgd", f"dataset.b={b}"])
+    prediction = predict("rescaled_sgd", {}, experiment.problem)
+    comparison = compare(result.theta, prediction, result.status, TOL, experiment.problem.theta0)
+    assert result.status == "converged" and comparison.verdict == "match"
+    assert comparison.relative_error <= TOL
+    np.testing.assert_allclose(result.theta, b * EXPECTED["rescaled_sgd"], rtol=1e-10)

@@ -123,10 +123,85 @@ def test_unregistered_optimizer_gets_no_prediction():
 
 def test_compare_verdicts():
     p = single_equation(np.array([1.0, 0.1, 0.01]), 1.0, None)
-    prediction = predict("sgd", {}, p)
+    prediction = predict("sgd", {}, p)  # ‖prediction‖∞ = 0.990…, so the scale is 0.990…
     close = prediction.point + 5e-11
-    assert compare(close, prediction, "converged", 1e-10) == (pytest.approx(5e-11), "match")
-    assert compare(close + 1e-9, prediction, "converged", 1e-10).verdict == "mismatch"
-    assert compare(close, prediction, "max_steps", 1e-10).verdict == "not_converged"
+    comparison = compare(close, prediction, "converged", 1e-10, p.theta0)
+    assert comparison.verdict == "match"
+    assert comparison.error == pytest.approx(5e-11)
+    assert comparison.relative_error == pytest.approx(5e-11 / 0.99000099000099)
+    assert compare(close + 1e-9, prediction, "converged", 1e-10, p.theta0).verdict == "mismatch"
+    assert compare(close, prediction, "max_steps", 1e-10, p.theta0).verdict == "not_converged"
     none = predict("epoch_rms_adam", {"eps": 1.0}, p)
-    assert compare(close, none, "converged", 1e-10) == (None, "no_prediction")
+    assert compare(close, none, "converged", 1e-10, p.theta0) == (None, None, "no_prediction")
+
+
+def test_compare_scales_by_the_start_when_it_is_larger():
+    p = single_equation(np.array([1.0, 0.0]), 0.0, np.array([0.0, 1e6]))
+    prediction = predict("sgd", {}, p)  # [0, 1e6]: the second coordinate never moves
+    assert compare(prediction.point + 1e-5, prediction, "converged", 1e-10, p.theta0).verdict == "match"
+    assert compare(prediction.point + 1e-3, prediction, "converged", 1e-10, p.theta0).verdict == "mismatch"
+
+
+@pytest.mark.parametrize("magnitude", [1e-200, 1e200])
+def test_predictions_survive_extreme_magnitudes(magnitude):
+    p = single_equation(np.array([magnitude, -magnitude / 2]), 1.0, None)
+    for name in THEORIES:
+        point = predict(name, {"eps": 0.0}, p).point
+        assert point is not None and np.all(np.isfinite(point)), name
+        assert p.A[0] @ point == pytest.approx(1.0, rel=1e-12), name
+
+
+@st.composite
+def dense_rank_one_problems(draw):
+    """All |a_i| ≥ 0.1, so the min-ℓ∞ displacement onto the plane is unique."""
+    d = draw(st.integers(1, 6))
+    magnitudes = draw(arrays(np.float64, d, elements=st.floats(0.1, 10)))
+    signs = draw(arrays(np.float64, d, elements=st.sampled_from([-1.0, 1.0])))
+    b = draw(st.floats(-10, 10, allow_nan=False))
+    theta0 = draw(arrays(np.float64, d, elements=coords))
+    return single_equation(magnitudes * signs, b, theta0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(dense_rank_one_problems())
+def test_sign_prediction_is_the_min_linf_displacement_found_by_an_lp(p):
+    """Independent of the direction table: min ‖θ − θ0‖∞ s.t. aᵀθ = b, by scipy's HiGHS LP."""
+    from scipy.optimize import linprog
+
+    d = p.A.shape[1]
+    # variables (θ, t): minimize t subject to ±(θ − θ0) ≤ t and aᵀθ = b
+    eye = np.eye(d)
+    A_ub = np.block([[eye, -np.ones((d, 1))], [-eye, -np.ones((d, 1))]])
+    b_ub = np.concatenate([p.theta0, -p.theta0])
+    A_eq = np.concatenate([p.A[0], [0.0]])[None, :]
+    lp = linprog(np.r_[np.zeros(d), 1.0], A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=p.b,
+                 bounds=[(None, None)] * (d + 1), method="highs")
+    assert lp.status == 0
+    got = predict("sign_sgd", {}, p).point
+    assert np.max(np.abs(got - lp.x[:d])) <= 1e-7 * max(1.0, float(np.max(np.abs(got))))
+
+
+@settings(max_examples=100, deadline=None)
+@given(rank_one_problems())
+def test_sign_prediction_from_zero_is_wilsons_closed_form(p):
+    """Wilson et al. 2017 with n = 1: from θ0 = 0 the limit is sign(a) b / ‖a‖₁."""
+    a, b = p.A[0], p.b[0]
+    got = predict("epoch_rms_adam", {"eps": 0.0}, single_equation(a, b, None)).point
+    expected = np.sign(a) * b / np.sum(np.abs(a))
+    assert np.max(np.abs(got - expected)) <= 1e-12 * max(1.0, float(np.max(np.abs(expected))))
+
+
+@settings(max_examples=25, deadline=None)
+@given(rank_one_problems(), st.sampled_from(["sign_sgd", "epoch_rms_adam"]))
+def test_sign_runs_converge_to_the_prediction_on_random_rank_one_data(p, name):
+    from implicit_bias.optimizers import epoch_rms_adam, sign_sgd
+    from implicit_bias.schedules import exponential
+
+    opt = sign_sgd() if name == "sign_sgd" else epoch_rms_adam(0.0)
+    a, b, theta0 = p.A[0], p.b[0], p.theta0
+    travel = abs(b - a @ theta0) / np.sum(np.abs(a))  # each coordinate moves this far
+    # geometric steps with γ ≥ 1/2 and total lr/(1 − γ) = 2·travel reach the limit (THEORY §1)
+    result = run(p, opt, exponential(max(travel, 1e-3) / 5, 0.9), RunSettings(max_steps=20_000))
+    assert result.status == "converged", result.message
+    pred = predict(name, {"eps": 0.0}, p).point
+    assert np.max(np.abs(result.theta - pred)) <= 1e-9 * max(1.0, float(np.max(np.abs(pred))))

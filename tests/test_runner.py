@@ -38,19 +38,60 @@ def test_converged_step_is_the_first_check_step_where_both_tests_hold():
     lr = 0.25 / (a @ a)  # residual halves each step: r_t = 2^-t
     step_tol, grad_tol = 1e-9, 1e-9
     expected = None
-    for t in range(1, 200):  # written out from the recurrence, not from the runner
+    for t in range(1, 200):  # the documented rule, written out from the GD recurrence
         r_t, r_prev = 2.0**-t, 2.0 ** -(t - 1)
-        step = lr * 2 * r_prev * np.max(np.abs(a))
         theta_t = a * (1 - r_t) / (a @ a)
-        grad = 2 * r_t * np.max(np.abs(a))
-        if step <= step_tol * max(1, np.max(np.abs(theta_t))) and grad <= grad_tol * 2.0:
+        step = lr * 2 * r_prev * np.linalg.norm(a)
+        grad = 2 * r_t * np.linalg.norm(a)
+        grad_scale = 2 * np.linalg.norm(np.abs(a) * (1.0 + np.abs(a) @ np.abs(theta_t)))
+        theta_scale = max(np.linalg.norm(theta_t), 1.0 / np.linalg.norm(a))
+        if step <= step_tol * theta_scale and grad <= grad_tol * grad_scale:
             expected = t
             break
     for check_every in (1, 7):
-        settings = RunSettings(max_steps=1000, check_every=check_every, step_tol=step_tol, grad_tol=grad_tol)
+        settings = RunSettings(max_steps=1000, check_every=check_every, check_fraction=0.0, step_tol=step_tol, grad_tol=grad_tol)
         result = run(problem, sgd(), constant(lr), settings)
         assert result.status == "converged"
         assert result.steps == -(-expected // check_every) * check_every  # first check step ≥ expected
+
+
+@pytest.mark.parametrize("factor", [1e-60, 1e-6, 1.0, 1e6, 1e60])
+def test_the_stopping_rule_and_the_limit_do_not_depend_on_the_scale_of_the_data(factor):
+    # a → c·a, b → c·b leaves the solutions unchanged; lr → lr/c² leaves GD's path unchanged
+    a = np.array([1.0, 0.1, 0.01])
+    reference = run(single_equation(a, 1.0, None), sgd(), constant(0.1), RunSettings())
+    scaled = run(single_equation(a * factor, factor, None), sgd(), constant(0.1 / factor**2), RunSettings())
+    assert scaled.status == reference.status == "converged"
+    assert scaled.steps == reference.steps
+    np.testing.assert_allclose(scaled.theta, reference.theta, rtol=1e-12)
+    # b → c·b scales the solutions by c
+    scaled_b = run(single_equation(a, factor, None), sgd(), constant(0.1), RunSettings())
+    assert scaled_b.status == "converged" and scaled_b.steps == reference.steps
+    np.testing.assert_allclose(scaled_b.theta, factor * reference.theta, rtol=1e-12)
+
+
+def test_tiny_data_that_has_not_moved_is_not_converged():
+    problem = single_equation(np.array([1e-6, 1e-6]), 4e-7, None)
+    result = run(problem, sgd(), constant(0.1), RunSettings(max_steps=200))
+    assert result.status == "max_steps"
+
+
+def test_overflowing_norms_never_pass_as_convergence():
+    # gradient terms of size |a|·|b| = 1e200 square to inf in the norms: beyond the documented range
+    a = np.array([1.0, 0.1, 0.01]) * 1e100
+    result = run(single_equation(a, 1e100, None), sgd(), constant(1e-201), RunSettings(max_steps=300))
+    assert result.status == "max_steps"
+
+
+def test_a_start_next_to_the_solution_is_not_divergence():
+    start = np.full(3, 1 / 1.11) + 1e-10
+    problem = single_equation(np.array([1.0, 0.1, 0.01]), 1.0, start)
+    from implicit_bias.optimizers import sign_sgd
+    from implicit_bias.schedules import exponential
+
+    result = run(problem, sign_sgd(), exponential(1e-9, 0.9), RunSettings())
+    assert result.status == "converged", result.message
+    np.testing.assert_allclose(result.theta, np.full(3, 1 / 1.11), rtol=0, atol=1e-14)
 
 
 def test_recorded_iterates_are_the_literal_iterates():
@@ -78,6 +119,22 @@ def test_epoch_rms_adam_gets_the_per_sample_gradients_at_the_epoch_start():
     g = -2.0 / 2 * A.T @ r
     expected = -0.1 * np.divide(g, rms, out=np.zeros(3), where=rms > 0)
     np.testing.assert_allclose(result.theta, expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("check_every, check_fraction", [(10, 0.01), (3, 0.05), (25, 0.0)])
+def test_converged_step_is_the_first_check_step_after_the_exact_one(check_every, check_fraction):
+    problem = single_equation(np.array([1.0, 0.1, 0.01]), 1.0, None)
+    schedule = constant(0.003)  # converges after a few thousand steps
+    exact = run(problem, sgd(), schedule, RunSettings(check_every=1, check_fraction=0.0)).steps
+    checks, t = [], 0
+    while t < 100_000:
+        checks.append(t)
+        t += max(check_every, int(check_fraction * t))
+    expected = min(c for c in checks if c >= exact)
+    got = run(problem, sgd(), schedule, RunSettings(check_every=check_every, check_fraction=check_fraction))
+    assert exact > 1000 and got.status == "converged"
+    assert got.steps == expected
+    assert got.steps - exact <= max(check_every, check_fraction * got.steps)
 
 
 @pytest.mark.parametrize("max_steps", [1, 5, 10, 11, 4096, 4097, 10_000])
