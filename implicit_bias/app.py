@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,27 @@ from .summary import describe, run_summary
 log = logging.getLogger("implicit_bias")
 
 
-def execute(experiment: Experiment, out_dir: Path, overrides: list[str]) -> dict[str, Any]:
+class ProgressLog:
+    """Log step, loss and distance to the prediction at most every ``every_s`` seconds."""
+
+    def __init__(self, prediction: np.ndarray | None, every_s: float):
+        self.prediction, self.every_s = prediction, every_s
+        self.last = time.perf_counter()
+
+    def __call__(self, t: int, loss: float, theta: np.ndarray) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        distance = "" if self.prediction is None else f", distance to prediction {np.max(np.abs(theta - self.prediction)):.3e}"
+        log.info("  step %d: loss %.3e%s", t, loss, distance)
+
+
+def execute(experiment: Experiment, out_dir: Path, overrides: list[str], show_progress: bool = False) -> dict[str, Any]:
     """Run one built experiment and write its records into ``out_dir``; return the record."""
-    result = run(experiment.problem, experiment.optimizer.built, experiment.schedule.built, experiment.settings)
     prediction = predict(experiment.optimizer.name, experiment.optimizer.params, experiment.problem)
+    progress = ProgressLog(prediction.point, experiment.progress_every_s) if show_progress else None
+    result = run(experiment.problem, experiment.optimizer.built, experiment.schedule.built, experiment.settings, progress)
     comparison = compare(result.theta, prediction, result.status, experiment.verdict_tol, experiment.problem.theta0)
     record = make_record(experiment, result, prediction, comparison, overrides)
     write_trajectory(out_dir / TRAJECTORY_FILE, result, prediction)
@@ -65,15 +83,17 @@ def main(cfg: DictConfig) -> None:
         log.error("invalid configuration: %s", err)
         write_json(out_dir / RESULT_FILE, failure_record(config, overrides, "invalid_config", str(err)))
         return
+    verbose = experiment.progress if experiment.progress is not None else not multirun
     try:
-        record = execute(experiment, out_dir, overrides)
+        record = execute(experiment, out_dir, overrides, show_progress=verbose)
     except Exception as err:
         if not multirun:
             raise
         log.exception("job failed")
         write_json(out_dir / RESULT_FILE, failure_record(config, overrides, "error", f"{type(err).__name__}: {err}"))
         return
-    log.info(run_summary(record, out_dir))
+    if verbose:
+        log.info(run_summary(record, out_dir))
 
 
 if __name__ == "__main__":

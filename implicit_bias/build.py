@@ -22,6 +22,9 @@ TOP_LEVEL = {
     **SETTINGS,
     "seed": Integer(0),
     "figure": Boolean(),
+    "sweep_figures": Boolean(),
+    "progress": Boolean(optional=True),
+    "progress_every_s": Real(0.0),
     "verdict_tol": Real(0.0),
 }
 
@@ -42,6 +45,8 @@ class Experiment(NamedTuple):
     seed: int
     figure: bool
     verdict_tol: float
+    progress: bool | None  # None: on for single runs, off in multirun jobs
+    progress_every_s: float
 
     @property
     def problem(self) -> Problem:
@@ -60,5 +65,5 @@ def build(config: Mapping[str, Any]) -> Experiment:
     settings = RunSettings(**{key: top[key] for key in SETTINGS})
     return Experiment(
         parts["dataset"], parts["optimizer"], parts["schedule"], settings,
-        top["seed"], top["figure"], top["verdict_tol"],
+        top["seed"], top["figure"], top["verdict_tol"], top["progress"], top["progress_every_s"],
     )

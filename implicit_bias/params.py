@@ -75,10 +75,14 @@ class Integer:
 
 @dataclass(frozen=True)
 class Boolean:
-    def describe(self) -> str:
-        return "a bool (true or false)"
+    optional: bool = False
 
-    def check(self, value: Any) -> bool:
+    def describe(self) -> str:
+        return "a bool (true or false) or null" if self.optional else "a bool (true or false)"
+
+    def check(self, value: Any) -> bool | None:
+        if value is None and self.optional:
+            return None
         if not isinstance(value, bool):
             raise TypeError
         return value

@@ -7,7 +7,11 @@ No pyplot global state: figures are built from :class:`matplotlib.figure.Figure`
 from __future__ import annotations
 
 import io
+import json
 import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,22 +27,29 @@ def _positive(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nda
     return steps[keep], values[keep]
 
 
+def draw_plane(ax, a: np.ndarray, b: float, cloud: np.ndarray) -> None:
+    """The patch of the plane aᵀθ = b (d = 3) that lies under the points of ``cloud``."""
+    foot = a * (b / (a @ a))  # the point of the plane nearest 0
+    basis = np.linalg.svd(a[np.newaxis])[2][1:].T  # (3, 2): orthonormal basis of the plane
+    coords = (cloud - foot) @ basis
+    low, high = coords.min(axis=0), coords.max(axis=0)
+    pad = np.maximum(0.15 * (high - low), 0.05 * max(1.0, float(np.abs(coords).max())))
+    u, v = np.meshgrid(*(np.linspace(lo, hi, 2) for lo, hi in zip(low - pad, high + pad)))
+    plane = foot[:, None, None] + basis[:, 0, None, None] * u + basis[:, 1, None, None] * v
+    ax.plot_surface(*plane, alpha=0.15, color="tab:blue", linewidth=0)
+    ax.plot([], [], color="tab:blue", alpha=0.4, lw=6, label="solutions aᵀθ = b")
+
+
+def _finite_rows(theta: np.ndarray) -> np.ndarray:
+    return theta[np.all(np.isfinite(theta), axis=1)]
+
+
 def draw_path_3d(ax, problem: Problem, trajectory: Trajectory, limit: np.ndarray, prediction: np.ndarray | None) -> None:
     """The path in θ-space, the solution plane aᵀθ = b (one equation), start, limit, prediction."""
-    path = trajectory.theta[np.all(np.isfinite(trajectory.theta), axis=1)]
+    path = _finite_rows(trajectory.theta)
     points = [path] + ([prediction[np.newaxis]] if prediction is not None else [])
     if problem.A.shape[0] == 1:
-        a, b = problem.A[0], problem.b[0]
-        foot = a * (b / (a @ a))  # the point of the plane nearest 0
-        basis = np.linalg.svd(a[np.newaxis])[2][1:].T  # (3, 2): orthonormal basis of the plane
-        cloud = np.concatenate(points)
-        coords = (cloud - foot) @ basis
-        low, high = coords.min(axis=0), coords.max(axis=0)
-        pad = np.maximum(0.15 * (high - low), 0.05 * max(1.0, float(np.abs(coords).max())))
-        u, v = np.meshgrid(*(np.linspace(lo, hi, 2) for lo, hi in zip(low - pad, high + pad)))
-        plane = foot[:, None, None] + basis[:, 0, None, None] * u + basis[:, 1, None, None] * v
-        ax.plot_surface(*plane, alpha=0.15, color="tab:blue", linewidth=0)
-        ax.plot([], [], color="tab:blue", alpha=0.4, lw=6, label="solutions aᵀθ = b")
+        draw_plane(ax, problem.A[0], problem.b[0], np.concatenate(points))
     ax.plot(*path.T, "-", color="tab:gray", lw=1, marker=".", ms=3, label="path (log-spaced steps)")
     ax.scatter(*trajectory.theta[0], color="tab:green", s=40, label="start θ0", depthshade=False)
     if np.all(np.isfinite(limit)):
@@ -123,4 +134,138 @@ def render_run(
     fig.suptitle(title, fontsize=10)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+LEGEND_LIMIT = 12  # above this many runs, colors follow job order and a color bar replaces the legend
+
+
+def render_sweep(sweep_dir: Path, jobs: Sequence[tuple[str, Mapping[str, Any]]], labels: Sequence[str]) -> bytes:
+    """Every run of a sweep in one figure: paths (3-D when d = 3, else the limits' coordinates)
+    with predictions marked, and each run's distance to its own prediction against the step.
+
+    Runs that diverged or overflowed are left out of the left panel (their paths would set
+    its scale) and named in its title; the right panel shows them all.
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    runs = []
+    for (job, record), label in zip(jobs, labels):
+        path = Path(sweep_dir) / job / "trajectory.npz"
+        if path.exists():
+            with np.load(path) as npz:
+                runs.append((label, record, {k: npz[k] for k in npz.files}))
+    many = len(runs) > LEGEND_LIMIT
+    colors = (colormaps["viridis"](np.linspace(0, 1, len(runs))) if many else [f"C{i % 10}" for i in range(len(runs))])
+    fig = Figure(figsize=(12, 5.4), layout="constrained")
+    grid = fig.add_gridspec(1, 2, width_ratios=[1.2, 1])
+    bounded = [i for i, (_, record, _) in enumerate(runs) if record["status"] in ("converged", "max_steps")]
+    three_d = bool(runs) and all(data["theta"].shape[1] == 3 for _, _, data in runs)
+    left = fig.add_subplot(grid[0, 0], projection="3d" if three_d else None)
+    styles = ["-", "--", ":", "-."]  # identical paths (sign descent and epoch-RMS Adam) stay visible
+    for i in bounded:
+        label, record, data = runs[i]
+        color, prediction = colors[i], data.get("prediction")
+        if three_d:
+            left.plot(*_finite_rows(data["theta"]).T, styles[i % 4], color=color, lw=1.2, label=label)
+            left.scatter(*data["limit"], color=color, marker="x", s=50, depthshade=False)
+            if prediction is not None:
+                left.scatter(*prediction, facecolors="none", edgecolors=color, marker="o", s=120, depthshade=False)
+        else:
+            index = np.arange(1, data["limit"].shape[0] + 1)
+            left.plot(index, data["limit"], "x-", color=color, lw=1, label=label)
+            if prediction is not None:
+                left.plot(index, prediction, "o", mfc="none", color=color, ms=10)
+    datasets = {json.dumps(runs[i][1]["dataset"], sort_keys=True) for i in bounded}
+    if three_d and len(datasets) == 1:
+        dataset = runs[bounded[0]][1]["dataset"]
+        if "a" in dataset and "b" in dataset:
+            cloud = np.concatenate([_finite_rows(runs[i][2]["theta"]) for i in bounded]
+                                   + [runs[i][2]["prediction"][None] for i in bounded if "prediction" in runs[i][2]])
+            draw_plane(left, np.asarray(dataset["a"], dtype=float), float(dataset["b"]), cloud)
+    if three_d:
+        left.set_xlabel("θ₁")
+        left.set_ylabel("θ₂")
+        left.set_zlabel("θ₃")
+    else:
+        left.set_xlabel("coordinate i")
+        left.set_ylabel("limit θ∞,i (x) and prediction (o)")
+    left_out = len(runs) - len(bounded)
+    note = f"; {left_out} diverged or non-finite runs not drawn" if left_out else ""
+    left.set_title(f"paths: limit ×, prediction ○{note}", fontsize=9)
+
+    right = fig.add_subplot(grid[0, 1])
+    last, start = 1, 0.0
+    for i, ((label, record, data), color) in enumerate(zip(runs, colors)):
+        if "prediction" not in data:
+            continue
+        distance = np.max(np.abs(data["theta"] - data["prediction"]), axis=1)
+        right.plot(*_positive(data["step"], distance), styles[i % 4], color=color, lw=1.2,
+                   label=f"{label} ({record['status']})")
+        last, start = max(last, int(data["step"][-1])), max(start, float(distance[0]))
+    right.set_xscale("symlog", linthresh=1)
+    right.set_xlim(0, last * 1.05)
+    right.set_yscale("log")
+    if start > 0:
+        right.set_ylim(top=start * 1e3)  # diverging runs leave the top of the panel
+    right.set_xlabel("step t")
+    right.set_ylabel("‖θ_t − prediction‖∞")
+    right.grid(True, which="major", alpha=0.3)
+    if many:
+        bar = fig.colorbar(ScalarMappable(Normalize(0, len(runs) - 1), cmap="viridis"), ax=right)
+        bar.set_label("job (order of summary.csv)")
+    else:
+        left.legend(fontsize=7, loc="upper left")
+        right.legend(fontsize=7)
+    fig.suptitle(f"{len(runs)} runs of sweep {Path(sweep_dir).name}", fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def render_sweep_parameter(table: Sequence[Mapping[str, Any]], key: str, others: Sequence[str]) -> bytes:
+    """Error and steps against the one numeric parameter of a sweep, one line per value of the
+    other swept keys; runs that did not converge are drawn as red crosses with their status."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    error_ax, steps_ax = fig.subplots(1, 2, sharex=True)
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for row in table:
+        groups.setdefault(tuple(row[o] for o in others), []).append(row)
+    floor = 1e-17
+    for i, (group, members) in enumerate(groups.items()):
+        members = sorted(members, key=lambda r: float(r[key]))
+        color = f"C{i % 10}"
+        label = ", ".join(f"{o}={v}" for o, v in zip(others, group)) or "runs"
+        x = np.array([float(r[key]) for r in members])
+        ok = np.array([r["status"] == "converged" for r in members])
+        error = np.array([np.nan if r["error"] is None else max(float(r["error"]), floor) for r in members])
+        steps = np.array([np.nan if r["steps"] is None else float(r["steps"]) for r in members])
+        for ax, y in ((error_ax, error), (steps_ax, steps)):
+            ax.plot(x[ok], y[ok], "o-", color=color, label=label)
+            if np.any(~ok):
+                ax.plot(x[~ok], np.where(np.isfinite(y[~ok]), y[~ok], np.nan), "x", color="red", ms=9)
+        for r, xi in zip(members, x):
+            if r["status"] != "converged":
+                steps_ax.annotate(r["status"], (xi, float(r["steps"] or 1)), fontsize=7, color="red",
+                                  rotation=60, xytext=(3, 3), textcoords="offset points")
+    for ax in (error_ax, steps_ax):
+        ax.set_xscale("log" if all(float(r[key]) > 0 for r in table) else "linear")
+        ax.set_yscale("log")
+        ax.set_xlabel(key)
+        ax.grid(True, which="major", alpha=0.3)
+    error_ax.set_ylabel(f"error ‖limit − prediction‖∞ (0 drawn at {floor:g})")
+    steps_ax.set_ylabel("steps")
+    error_ax.plot([], [], "x", color="red", label="not converged (status on the right)")
+    error_ax.legend(fontsize=8)
+    fig.suptitle(f"error and steps against {key}", fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -107,13 +108,26 @@ def log_spaced_steps(max_steps: int, per_decade: int) -> np.ndarray:
     return np.unique(np.concatenate([dense, np.minimum(sparse, max_steps)]))
 
 
-def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, settings: RunSettings = RunSettings()) -> RunResult:
-    """Iterate θ ← θ + update(∇f(θ), state, α_t) from θ0 until a stopping rule fires."""
+Progress = Callable[[int, float, np.ndarray], None]
+
+
+def run(
+    problem: Problem,
+    optimizer: Optimizer,
+    schedule: Schedule,
+    settings: RunSettings = RunSettings(),
+    progress: Progress | None = None,
+) -> RunResult:
+    """Iterate θ ← θ + update(∇f(θ), state, α_t) from θ0 until a stopping rule fires.
+
+    ``progress(t, loss, theta)``, if given, is called at every check step; it decides itself
+    whether to report anything (the runner does no I/O).
+    """
     with np.errstate(all="ignore"):  # overflow and underflow are detected and reported as statuses
-        return _run(problem, optimizer, schedule, settings)
+        return _run(problem, optimizer, schedule, settings, progress)
 
 
-def _run(problem: Problem, optimizer: Optimizer, schedule: Schedule, settings: RunSettings) -> RunResult:
+def _run(problem: Problem, optimizer: Optimizer, schedule: Schedule, settings: RunSettings, progress: Progress | None) -> RunResult:
     started = time.perf_counter()
     if optimizer.reparametrize is None:
         work, scale = problem, None
@@ -123,7 +137,7 @@ def _run(problem: Problem, optimizer: Optimizer, schedule: Schedule, settings: R
     grad_matrix = A.T * (-2.0 / A.shape[0])  # ∇f(θ) = grad_matrix @ (b − Aθ)
     sample_matrix = A * -2.0  # row j times r_j is ∇f_j(θ), f_j = (b_j − a_jᵀθ)²
     update, begin_epoch = optimizer.update, optimizer.begin_epoch
-    monitor = _Monitor(problem, scale, settings)
+    monitor = _Monitor(problem, scale, settings, progress)
 
     theta = work.theta0.copy()
     state = optimizer.init(theta)
@@ -165,8 +179,9 @@ def _run(problem: Problem, optimizer: Optimizer, schedule: Schedule, settings: R
 class _Monitor:
     """Everything the loop does only now and then: record, test, decide to stop."""
 
-    def __init__(self, problem: Problem, scale: np.ndarray | None, settings: RunSettings):
+    def __init__(self, problem: Problem, scale: np.ndarray | None, settings: RunSettings, progress: Progress | None):
         self.settings = settings
+        self.progress = progress
         self.scale = scale
         A, b = problem.A, problem.b
         self.n = A.shape[0]
@@ -202,6 +217,8 @@ class _Monitor:
         if t == self.next_check or t == self.settings.max_steps:
             status = self._test(t, theta, r, g, delta, current_loss)
             self.next_check = t + max(self.settings.check_every, int(t * self.settings.check_fraction))
+            if self.progress is not None and status is None:
+                self.progress(t, current_loss, self._original(theta))
         if status is not None:
             if self.count == 0 or self.steps[self.count - 1] != t:
                 self._record(t, self._original(theta), current_loss, lr)

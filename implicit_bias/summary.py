@@ -1,20 +1,42 @@
-"""Readable summaries: one run on the console, and the table after a multirun.
+"""Readable summaries: one run on the console, and the whole sweep after a multirun.
 
-:class:`SummaryCallback` is a Hydra callback (``hydra.callbacks`` in ``conf/config.yaml``):
-when a multirun ends it reads every job's ``result.json`` from the sweep directory, prints
-one table and writes it to ``summary.md`` there.
+After every multirun, :class:`SummaryCallback` (a Hydra callback, ``hydra.callbacks`` in
+``conf/config.yaml``) reads every job's ``result.json`` from the sweep directory and writes,
+beside the jobs:
+
+``summary.csv``  one row per job: each override as its own column, then the record's fields
+``summary.md``   the same as a Markdown table (also printed)
+``sweep_trajectories.png``  every run's path and distance to its prediction in one figure
+``sweep_<key>.png``  when exactly one numeric override varies: error and steps against it
+
+A job directory without ``result.json`` (a job killed before it could write) still becomes a
+row, with status ``missing``. ``implicit-bias-summarize DIR...`` rebuilds all of it for
+existing sweep directories.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
+import io
+import json
+import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .results import RESULT_FILE, atomic_write, read_json
+import numpy as np
+
+from .results import RESULT_FILE, TRAJECTORY_FILE, atomic_write, read_json
 
 SHOWN_COORDINATES = 6
-COLUMNS = ("job", "optimizer", "schedule", "limit", "prediction", "error", "verdict", "steps", "status")
+TABLE_COLUMNS = ("job", "optimizer", "schedule", "limit", "prediction", "error", "verdict", "steps", "status")
+CSV_FIELDS = (
+    "optimizer", "dataset", "schedule", "status", "steps", "error", "relative_error", "verdict",
+    "steps_within_tol", "wall_time_s", "limit", "prediction", "message",
+)
+SUMMARY_CSV, SUMMARY_MD, SWEEP_FIGURE = "summary.csv", "summary.md", "sweep_trajectories.png"
 
 
 def format_vector(values: Sequence[float | None] | None, digits: int = 6) -> str:
@@ -62,43 +84,181 @@ def run_summary(record: Mapping[str, Any], out_dir: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- reading a sweep
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    """Directories of a sweep that belong to a job (they have a record or Hydra's job config)."""
+    dirs = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and ((p / RESULT_FILE).exists() or (p / ".hydra").is_dir())]
+    return sorted(dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+def _missing_record(job_dir: Path) -> dict[str, Any]:
+    overrides_file = job_dir / ".hydra" / "overrides.yaml"
+    overrides: list[str] = []
+    if overrides_file.exists():
+        from omegaconf import OmegaConf
+
+        overrides = [str(o) for o in OmegaConf.load(overrides_file)]
+    choices = dict(o.split("=", 1) for o in overrides if "=" in o)
+    return {
+        "dataset": {"name": choices.get("dataset")},
+        "optimizer": {"name": choices.get("optimizer")},
+        "schedule": {"name": choices.get("schedule")},
+        "overrides": overrides,
+        "status": "missing",
+        "message": "no result.json: the job was killed before writing its record, or is still running",
+        "steps": None, "wall_time_s": None, "limit": None, "prediction": None,
+        "error": None, "relative_error": None, "verdict": "not_run", "settings": {},
+    }
+
+
 def collect(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     """(job directory name, record) for every job of a sweep, in job order."""
     found = []
-    for path in Path(sweep_dir).glob(f"*/{RESULT_FILE}"):
-        job = path.parent.name
-        found.append((int(job) if job.isdigit() else job, job, read_json(path)))
-    found.sort(key=lambda item: (isinstance(item[0], str), item[0]))
-    return [(job, record) for _, job, record in found]
+    for job_dir in _job_dirs(sweep_dir):
+        path = job_dir / RESULT_FILE
+        found.append((job_dir.name, read_json(path) if path.exists() else _missing_record(job_dir)))
+    return found
 
 
-def table(rows: Iterable[tuple[str, Mapping[str, Any]]]) -> str:
+def _user_overrides(record: Mapping[str, Any]) -> dict[str, str]:
+    """The job's overrides as key → value, without Hydra's own (hydra.*, hydra/...)."""
+    pairs = (o.split("=", 1) for o in record.get("overrides", []) if "=" in o)
+    return {k.lstrip("+~"): v for k, v in pairs if not k.lstrip("+~").startswith("hydra")}
+
+
+def steps_within_tolerance(job_dir: Path, record: Mapping[str, Any]) -> int | None:
+    """First recorded step from which the distance to the prediction stays within the verdict
+    tolerance (recorded steps are log-spaced, so this is accurate to about 5 %)."""
+    path = job_dir / TRAJECTORY_FILE
+    if record.get("prediction") is None or not path.exists():
+        return None
+    with np.load(path) as npz:
+        steps, theta = npz["step"], npz["theta"]
+        prediction = npz["prediction"] if "prediction" in npz else None
+    if prediction is None:
+        return None
+    scale = max(float(np.max(np.abs(prediction))), float(np.max(np.abs(theta[0])))) or 1.0
+    with np.errstate(invalid="ignore"):
+        inside = np.max(np.abs(theta - prediction), axis=1) <= record["settings"]["verdict_tol"] * scale
+    if not inside[-1]:
+        return None
+    outside = np.flatnonzero(~inside)
+    return int(steps[outside[-1] + 1]) if outside.size else int(steps[0])
+
+
+def rows(sweep_dir: Path, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """CSV columns and one row per job: the override keys first, then :data:`CSV_FIELDS`."""
+    jobs = list(jobs)
+    keys: list[str] = []
+    for _, record in jobs:  # an override of a group (optimizer=sgd) is already a field of its own
+        keys += [k for k in _user_overrides(record) if k not in keys and k not in CSV_FIELDS]
+    table = []
+    for job, record in jobs:
+        row: dict[str, Any] = {"job": job, **{k: _user_overrides(record).get(k, "") for k in keys}}
+        row.update(
+            optimizer=record["optimizer"]["name"],
+            dataset=record["dataset"]["name"],
+            schedule=describe(record["schedule"]) if record["schedule"].get("name") else "",
+            status=record["status"],
+            steps=record["steps"],
+            error=record["error"],
+            relative_error=record["relative_error"],
+            verdict=record["verdict"],
+            steps_within_tol=steps_within_tolerance(Path(sweep_dir) / job, record),
+            wall_time_s=record["wall_time_s"],
+            limit=json.dumps(record["limit"]),
+            prediction=json.dumps(record["prediction"]),
+            message=record["message"],
+        )
+        table.append(row)
+    return ["job", *keys, *CSV_FIELDS], table
+
+
+def markdown(jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> str:
     """A Markdown table, one row per run."""
     body = []
-    for job, record in rows:
+    for job, record in jobs:
         body.append((
             job,
-            record["optimizer"]["name"],
-            describe(record["schedule"]),
+            str(record["optimizer"]["name"]),
+            describe(record["schedule"]) if record["schedule"].get("name") else "—",
             format_vector(record["limit"]),
             format_vector(record["prediction"]),
             format_error(record["error"]),
             record["verdict"],
-            str(record["steps"]),
+            "—" if record["steps"] is None else str(record["steps"]),
             record["status"],
         ))
-    widths = [max(len(c), *(len(r[i]) for r in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
+    widths = [max(len(c), *(len(r[i]) for r in body)) if body else len(c) for i, c in enumerate(TABLE_COLUMNS)]
+
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |"
+
     rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
-    return "\n".join([line(COLUMNS), rule, *(line(r) for r in body)])
+    return "\n".join([line(TABLE_COLUMNS), rule, *(line(r) for r in body)])
 
 
-def summarize(sweep_dir: Path) -> str:
-    """Build the sweep's table, write ``summary.md`` beside the jobs, return the table."""
-    text = table(collect(sweep_dir))
-    atomic_write(Path(sweep_dir) / "summary.md", (text + "\n").encode())
-    return text
+# ---------------------------------------------------------------- writing a sweep's summary
+
+
+def _numeric(value: str) -> float | None:
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def varying_overrides(jobs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, str]]:
+    """Per job, the overrides whose values differ across the sweep (what tells the runs apart)."""
+    overrides = [_user_overrides(record) for _, record in jobs]
+    keys: list[str] = []
+    for o in overrides:
+        keys += [k for k in o if k not in keys]
+    varying = [k for k in keys if len({o.get(k, "") for o in overrides}) > 1]
+    return [{k: o.get(k, "") for k in varying} for o in overrides]
+
+
+def swept_numeric_key(swept: Sequence[Mapping[str, str]]) -> tuple[str, list[str]] | None:
+    """The one varying override with only numeric values, and the other varying keys, if so."""
+    if not swept:
+        return None
+    numeric = [k for k in swept[0] if all(_numeric(o[k]) is not None for o in swept)]
+    if len(numeric) != 1:
+        return None
+    return numeric[0], [k for k in swept[0] if k != numeric[0]]
+
+
+def summarize(sweep_dir: Path, figures: bool = True) -> str:
+    """Write the sweep's CSV, Markdown and figures beside its jobs; return the Markdown table."""
+    sweep_dir = Path(sweep_dir)
+    jobs = collect(sweep_dir)
+    columns, table = rows(sweep_dir, jobs)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in table)
+    atomic_write(sweep_dir / SUMMARY_CSV, buffer.getvalue().encode())
+    text = markdown(jobs)
+    counts = {}
+    for _, record in jobs:
+        counts[record["status"]] = counts.get(record["status"], 0) + 1
+    tally = ", ".join(f"{n} {status}" for status, n in counts.items())
+    atomic_write(sweep_dir / SUMMARY_MD, f"# Sweep {sweep_dir}\n\n{len(jobs)} jobs: {tally}\n\n{text}\n".encode())
+    if figures and jobs:
+        from .plotting import render_sweep, render_sweep_parameter
+
+        swept = varying_overrides(jobs)
+        labels = [", ".join(f"{k}={v}" for k, v in o.items()) or f"job {job}" for o, (job, _) in zip(swept, jobs)]
+        atomic_write(sweep_dir / SWEEP_FIGURE, render_sweep(sweep_dir, jobs, labels))
+        numeric = swept_numeric_key(swept)
+        if numeric is not None:
+            key, others = numeric
+            png = render_sweep_parameter([{**row, **o} for row, o in zip(table, swept)], key, others)
+            atomic_write(sweep_dir / f"sweep_{key.replace('/', '_')}.png", png)
+    return f"{len(jobs)} jobs: {tally}\n{text}"
 
 
 try:
@@ -108,8 +268,35 @@ except ImportError:  # pragma: no cover - hydra-core is a dependency
 
 
 class SummaryCallback(Callback):
-    """Print and save the sweep's table when a multirun ends."""
+    """Print and save the sweep's summary when a multirun ends."""
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n{summarize(sweep_dir)}")
+        if not sweep_dir.is_dir():
+            return
+        text = summarize(sweep_dir, figures=bool(config.get("sweep_figures", True)))
+        print(f"\nSweep summary ({sweep_dir / SUMMARY_MD}):\n{text}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``implicit-bias-summarize DIR...``: rebuild the summary files of existing sweeps."""
+    parser = argparse.ArgumentParser(
+        prog="implicit-bias-summarize",
+        description="Write summary.csv, summary.md and the comparison figures of existing sweep directories.",
+    )
+    parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="DIR", help="a multirun's sweep directory")
+    parser.add_argument("--no-figures", action="store_true", help="write only summary.csv and summary.md")
+    args = parser.parse_args(argv)
+    status = 0
+    for sweep_dir in args.sweep_dirs:
+        if not sweep_dir.is_dir() or not _job_dirs(sweep_dir):
+            print(f"implicit-bias-summarize: error: {sweep_dir} is not a sweep directory (no job directories in it)",
+                  file=sys.stderr)
+            status = 2
+            continue
+        print(f"{sweep_dir}:\n{summarize(sweep_dir, figures=not args.no_figures)}\n")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
