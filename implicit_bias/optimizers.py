@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .params import Real, Spec
+from . import norms
+from .params import Boolean, Choice, ConfigError, Real, Spec
 from .problems import Problem, rescale_features
 
 
@@ -116,9 +117,141 @@ def rescaled_sgd() -> Optimizer:
     return Optimizer(_no_state, _sgd_update, reparametrize=rescale_features, conventions=conventions)
 
 
+def steepest(norm: str, p: float, squared: bool) -> Optimizer:
+    """Steepest descent under a norm: Δ = argmin_Δ gᵀΔ + (1/α)‖Δ‖² with α = 2·α_t.
+
+    The factor 2 makes ``norm: l2`` exactly SGD with the same rate. ``p`` is used only with
+    ``norm: lp`` (1 < p < ∞). See :mod:`implicit_bias.norms` for the closed forms. The ℓ∞
+    step −α_t ‖g‖₁ sign(g) shrinks with the gradient, so unlike plain signSGD it converges
+    with a constant α_t.
+    """
+    try:
+        norms.check_penalty(squared)
+    except ValueError as err:
+        raise ConfigError(f"The 'squared' parameter of optimizer 'steepest' must be true: {err}.") from None
+
+    def update(grad: np.ndarray, state: EmptyState, lr: float) -> tuple[np.ndarray, EmptyState]:
+        return norms.penalized_step(grad, 2.0 * lr, norm, p), state
+
+    conventions = {"step": "argmin gᵀΔ + (1/(2·lr))‖Δ‖²", "l1 ties": "lowest index", "sign(0)": "0"}
+    return Optimizer(_no_state, update, conventions=conventions)
+
+
+class MomentumState(NamedTuple):
+    previous: np.ndarray  # the last step Δ_{t−1}
+
+
+def momentum(momentum: float) -> Optimizer:
+    """Heavy ball (Polyak 1964): Δ_t = −α_t ∇f(θ_t) + μ Δ_{t−1}, i.e.
+    θ_{t+1} = θ_t − α_t ∇f(θ_t) + μ (θ_t − θ_{t−1})."""
+
+    def init(theta0: np.ndarray) -> MomentumState:
+        return MomentumState(np.zeros_like(theta0))
+
+    def update(grad: np.ndarray, state: MomentumState, lr: float) -> tuple[np.ndarray, MomentumState]:
+        delta = grad * -lr + state.previous * momentum
+        return delta, MomentumState(delta)
+
+    return Optimizer(init, update, conventions={"form": "Polyak: Δ_t = −lr g_t + μ Δ_{t−1}"})
+
+
+class NesterovState(NamedTuple):
+    buffer: np.ndarray  # b_t = μ b_{t−1} + g_t
+
+
+def nesterov(momentum: float) -> Optimizer:
+    """Nesterov momentum in the form of Sutskever et al. (2013) as implemented by PyTorch:
+    b_t = μ b_{t−1} + g_t,  Δ_t = −α_t (g_t + μ b_t) — Nesterov's method written for the
+    look-ahead iterate, so only gradients at the current θ are needed."""
+
+    def init(theta0: np.ndarray) -> NesterovState:
+        return NesterovState(np.zeros_like(theta0))
+
+    def update(grad: np.ndarray, state: NesterovState, lr: float) -> tuple[np.ndarray, NesterovState]:
+        buffer = state.buffer * momentum + grad
+        return (grad + buffer * momentum) * -lr, NesterovState(buffer)
+
+    return Optimizer(init, update, conventions={"form": "b_t = μ b_{t−1} + g_t, Δ_t = −lr (g_t + μ b_t)"})
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, with 0 where the denominator is 0 (the sign(0) = 0 convention)."""
+    out = np.zeros_like(numerator)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+class AdamState(NamedTuple):
+    m: np.ndarray
+    v: np.ndarray
+    count: int
+
+
+def adam(beta1: float, beta2: float, eps: float, bias_correction: bool, eps_placement: str) -> Optimizer:
+    """Adam (Kingma & Ba, ICLR 2015):
+    m_t = β1 m + (1 − β1) g,  v_t = β2 v + (1 − β2) g²,
+    m̂ = m_t/(1 − β1^t), v̂ = v_t/(1 − β2^t) (or m̂ = m_t, v̂ = v_t without bias correction),
+    Δ = −α_t m̂/(√v̂ + ε)  (eps_placement: outside)  or  −α_t m̂/√(v̂ + ε)  (inside)."""
+
+    def init(theta0: np.ndarray) -> AdamState:
+        return AdamState(np.zeros_like(theta0), np.zeros_like(theta0), 0)
+
+    def update(grad: np.ndarray, state: AdamState, lr: float) -> tuple[np.ndarray, AdamState]:
+        count = state.count + 1
+        m = state.m * beta1 + grad * (1.0 - beta1)
+        v = state.v * beta2 + grad * grad * (1.0 - beta2)
+        m_hat, v_hat = (m / (1.0 - beta1**count), v / (1.0 - beta2**count)) if bias_correction else (m, v)
+        denominator = np.sqrt(v_hat) + eps if eps_placement == "outside" else np.sqrt(v_hat + eps)
+        return _ratio(m_hat, denominator) * -lr, AdamState(m, v, count)
+
+    conventions = {"eps": f"{eps_placement} the square root", "bias correction": "on" if bias_correction else "off",
+                   "0/0": "0 (as sign(0) = 0)"}
+    return Optimizer(init, update, conventions=conventions)
+
+
+class AccumulatorState(NamedTuple):
+    v: np.ndarray  # AdaGrad: Σ g²;  RMSProp: running mean of g²
+
+
+def adagrad(eps: float) -> Optimizer:
+    """AdaGrad (Duchi, Hazan, Singer 2011): v_t = v_{t−1} + g², Δ = −α_t g/(√v_t + ε)."""
+
+    def init(theta0: np.ndarray) -> AccumulatorState:
+        return AccumulatorState(np.zeros_like(theta0))
+
+    def update(grad: np.ndarray, state: AccumulatorState, lr: float) -> tuple[np.ndarray, AccumulatorState]:
+        v = state.v + grad * grad
+        return _ratio(grad, np.sqrt(v) + eps) * -lr, AccumulatorState(v)
+
+    return Optimizer(init, update, conventions={"eps": "outside the square root", "0/0": "0"})
+
+
+def rmsprop(beta: float, eps: float) -> Optimizer:
+    """RMSProp (Tieleman & Hinton 2012): v_t = β v + (1 − β) g², Δ = −α_t g/(√v_t + ε)."""
+
+    def init(theta0: np.ndarray) -> AccumulatorState:
+        return AccumulatorState(np.zeros_like(theta0))
+
+    def update(grad: np.ndarray, state: AccumulatorState, lr: float) -> tuple[np.ndarray, AccumulatorState]:
+        v = state.v * beta + grad * grad * (1.0 - beta)
+        return _ratio(grad, np.sqrt(v) + eps) * -lr, AccumulatorState(v)
+
+    return Optimizer(init, update, conventions={"eps": "outside the square root", "bias correction": "none", "0/0": "0"})
+
+
+UNIT = Real(0.0, 1.0, closed="left")
+EPS = Real(0.0, closed="left")
+
 OPTIMIZERS = {
     "sgd": Spec(sgd),
     "sign_sgd": Spec(sign_sgd),
-    "epoch_rms_adam": Spec(epoch_rms_adam, {"eps": Real(0.0, closed="left")}),
+    "epoch_rms_adam": Spec(epoch_rms_adam, {"eps": EPS}),
     "rescaled_sgd": Spec(rescaled_sgd),
+    "steepest": Spec(steepest, {"norm": Choice(norms.NORMS), "p": Real(1.0), "squared": Boolean()}),
+    "momentum": Spec(momentum, {"momentum": UNIT}),
+    "nesterov": Spec(nesterov, {"momentum": UNIT}),
+    "adam": Spec(adam, {"beta1": UNIT, "beta2": UNIT, "eps": EPS, "bias_correction": Boolean(),
+                        "eps_placement": Choice(("outside", "inside"))}),
+    "adagrad": Spec(adagrad, {"eps": EPS}),
+    "rmsprop": Spec(rmsprop, {"beta": UNIT, "eps": EPS}),
 }

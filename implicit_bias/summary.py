@@ -76,6 +76,8 @@ def run_summary(record: Mapping[str, Any], out_dir: Path | None = None) -> str:
             f"             {record['prediction_formula']}",
             f"             source: {record['prediction_source']}",
         ]
+        if record.get("approximation"):
+            lines.append(f"             approximate: {record['approximation']}")
     tol = record["settings"]["verdict_tol"]
     relative = "" if record["relative_error"] is None else f", relative {record['relative_error']:.1e}"
     lines.append(f"  error {format_error(record['error'])} (max-abs{relative}; tolerance {tol:g} relative): {record['verdict']}")

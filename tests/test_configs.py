@@ -51,6 +51,8 @@ def bad_values(constraint):
     """Values each constraint must refuse."""
     if isinstance(constraint, P.Boolean):
         return [1, "yes"]
+    if isinstance(constraint, P.Choice):
+        return ["nope", 3, None]
     if isinstance(constraint, P.Vector):
         return [[], [1.0, math.nan], "abc", [True]]
     if isinstance(constraint, P.Integer):

@@ -23,6 +23,26 @@ EXPECTED = {
 }
 
 
+A = A_HOMEWORK
+Q3 = 1.5  # dual exponent of p = 3
+LP3 = np.abs(A) ** (Q3 - 1) / np.sum(np.abs(A) ** Q3)  # min-ℓ3 interpolant of aᵀθ = 1 (Hölder)
+
+FAMILY = {  # every exact case: optimizer overrides and the limit written out from its theory
+    "momentum": (["optimizer=momentum"], A / 1.0101),
+    "nesterov": (["optimizer=nesterov"], A / 1.0101),
+    "steepest l2": (["optimizer=steepest"], A / 1.0101),
+    "steepest linf": (["optimizer=steepest", "optimizer.norm=linf"], np.full(3, 1 / 1.11)),
+    "steepest l1": (["optimizer=steepest", "optimizer.norm=l1"], np.array([1.0, 0.0, 0.0])),
+    "steepest lp": (["optimizer=steepest", "optimizer.norm=lp", "optimizer.p=3"], LP3),
+    "adam eps=0": (["optimizer=adam", "optimizer.eps=0"], np.full(3, 1 / 1.11)),
+    "adam eps=0 inside, no bias correction": (
+        ["optimizer=adam", "optimizer.eps=0", "optimizer.eps_placement=inside", "optimizer.bias_correction=false"],
+        np.full(3, 1 / 1.11)),
+    "adagrad eps=0": (["optimizer=adagrad", "optimizer.eps=0"], np.full(3, 1 / 1.11)),
+    "rmsprop eps=0": (["optimizer=rmsprop", "optimizer.eps=0"], np.full(3, 1 / 1.11)),
+}
+
+
 def run_config(overrides):
     experiment = build_config(overrides)
     result = run(experiment.problem, experiment.optimizer.built, experiment.schedule.built, experiment.settings)
@@ -105,3 +125,39 @@ def test_the_verdict_is_relative_to_the_size_of_the_solution(b):
     assert result.status == "converged" and comparison.verdict == "match"
     assert comparison.relative_error <= TOL
     np.testing.assert_allclose(result.theta, b * EXPECTED["rescaled_sgd"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("case", sorted(FAMILY))
+def test_family_converges_to_its_exact_limit(case):
+    overrides, expected = FAMILY[case]
+    experiment, result = run_config(overrides)
+    assert result.status == "converged", result.message
+    assert np.max(np.abs(result.theta - expected)) <= TOL
+    prediction = predict(experiment.optimizer.name, experiment.optimizer.params, experiment.problem)
+    assert prediction.exact
+    assert compare(result.theta, prediction, result.status, TOL, experiment.problem.theta0).verdict == "match"
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad", "rmsprop", "epoch_rms_adam"])
+def test_with_eps_the_sign_prediction_is_approximate_and_the_drift_is_measured(optimizer):
+    experiment, result = run_config([f"optimizer={optimizer}", "optimizer.eps=1e-4"])
+    assert result.status == "converged", result.message
+    prediction = predict(optimizer, experiment.optimizer.params, experiment.problem)
+    comparison = compare(result.theta, prediction, result.status, TOL, experiment.problem.theta0)
+    assert not prediction.exact and comparison.verdict == "approximate"
+    assert abs(A @ result.theta - 1.0) < 1e-11  # still a solution, just not the sign-line one
+    assert comparison.error > 0
+
+
+def test_linf_steepest_converges_with_a_constant_step_where_sign_sgd_cannot():
+    _, scaled = run_config(["optimizer=steepest", "optimizer.norm=linf", "schedule=constant", "schedule.lr=0.1"])
+    _, plain = run_config(["optimizer=sign_sgd", "schedule=constant", "schedule.lr=0.1", "max_steps=20000"])
+    assert scaled.status == "converged" and np.max(np.abs(scaled.theta - np.full(3, 1 / 1.11))) <= TOL
+    assert plain.status == "max_steps" and np.max(np.abs(plain.theta - np.full(3, 1 / 1.11))) > 1e-3
+
+
+def test_l1_steepest_with_tied_entries_has_no_prediction():
+    experiment, result = run_config(["optimizer=steepest", "optimizer.norm=l1", "dataset.a=[1,-1,0.5]"])
+    prediction = predict("steepest", experiment.optimizer.params, experiment.problem)
+    assert prediction.point is None and "tie" in prediction.reason
+    assert result.status == "converged"  # the run still ends somewhere, and is recorded

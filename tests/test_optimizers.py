@@ -72,8 +72,9 @@ def test_gradient_of_the_squared_loss():
 
 @pytest.mark.parametrize("name", sorted(O.OPTIMIZERS))
 def test_updates_do_not_modify_their_inputs(name):
-    spec = O.OPTIMIZERS[name]
-    opt = spec.factory(**{k: 0.0 for k in spec.params})
+    from conftest import build_config
+
+    opt = build_config([f"optimizer={name}"]).optimizer.built
     g = np.array([1.0, -2.0, 3.0])
     state = opt.init(np.zeros(3))
     if opt.begin_epoch is not None:
@@ -81,3 +82,74 @@ def test_updates_do_not_modify_their_inputs(name):
     before = g.copy()
     opt.update(g, state, 0.1)
     np.testing.assert_array_equal(g, before)
+
+
+# ---------------------------------------------------------------- the wider family, by hand
+
+G1, G2 = np.array([2.0, -1.0, 0.0]), np.array([1.0, 1.0, 0.0])
+
+
+def two_steps(opt, lr=0.1):
+    state = opt.init(np.zeros(3))
+    d1, state = opt.update(G1, state, lr)
+    d2, state = opt.update(G2, state, lr)
+    return d1, d2
+
+
+def test_heavy_ball_steps():
+    d1, d2 = two_steps(O.momentum(0.5))
+    np.testing.assert_allclose(d1, [-0.2, 0.1, 0.0])
+    np.testing.assert_allclose(d2, [-0.1 + 0.5 * -0.2, -0.1 + 0.5 * 0.1, 0.0])
+
+
+def test_nesterov_steps():
+    d1, d2 = two_steps(O.nesterov(0.5))
+    b1 = G1
+    np.testing.assert_allclose(d1, -0.1 * (G1 + 0.5 * b1))
+    b2 = 0.5 * b1 + G2
+    np.testing.assert_allclose(d2, -0.1 * (G2 + 0.5 * b2))
+
+
+@pytest.mark.parametrize("bias_correction", [True, False])
+@pytest.mark.parametrize("placement", ["outside", "inside"])
+def test_adam_steps(bias_correction, placement):
+    b1, b2, eps = 0.9, 0.99, 1e-3
+    d1, d2 = two_steps(O.adam(b1, b2, eps, bias_correction, placement))
+    m, v, expected = np.zeros(3), np.zeros(3), []
+    for t, g in enumerate((G1, G2), start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        mh, vh = (m / (1 - b1**t), v / (1 - b2**t)) if bias_correction else (m, v)
+        den = np.sqrt(vh) + eps if placement == "outside" else np.sqrt(vh + eps)
+        expected.append(-0.1 * mh / den)
+    np.testing.assert_allclose(d1, expected[0], rtol=1e-14)
+    np.testing.assert_allclose(d2, expected[1], rtol=1e-14)
+
+
+def test_adam_first_step_with_bias_correction_and_no_eps_is_a_sign_step():
+    d1, _ = two_steps(O.adam(0.9, 0.999, 0.0, True, "outside"))
+    np.testing.assert_allclose(d1, -0.1 * np.sign(G1), rtol=1e-14)
+
+
+def test_adagrad_steps():
+    d1, d2 = two_steps(O.adagrad(0.0))
+    np.testing.assert_allclose(d1, [-0.1, 0.1, 0.0])
+    np.testing.assert_allclose(d2, -0.1 * G2 / np.sqrt([5.0, 2.0, 1.0]) * [1, 1, 0], rtol=1e-14)
+
+
+def test_rmsprop_steps():
+    d1, d2 = two_steps(O.rmsprop(0.9, 0.0))
+    v1 = 0.1 * G1**2
+    np.testing.assert_allclose(d1, -0.1 * np.divide(G1, np.sqrt(v1), out=np.zeros(3), where=v1 > 0), rtol=1e-14)
+    v2 = 0.9 * v1 + 0.1 * G2**2
+    np.testing.assert_allclose(d2, -0.1 * np.divide(G2, np.sqrt(v2), out=np.zeros(3), where=v2 > 0), rtol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["l2", "linf", "l1", "lp"])
+def test_steepest_uses_twice_the_rate_as_alpha(kind):
+    from implicit_bias.norms import penalized_step
+
+    delta, _ = O.steepest(kind, 3.0, True).update(G1, O.EmptyState(), 0.1)
+    np.testing.assert_allclose(delta, penalized_step(G1, 0.2, kind, 3.0), rtol=1e-15)
+    if kind == "l2":
+        np.testing.assert_allclose(delta, O.sgd().update(G1, O.EmptyState(), 0.1)[0], rtol=1e-15)
