@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from .build import Experiment, build
 from .params import ConfigError
 from .predictions import compare, predict
+from .references import distances, interpolants
 from .results import FIGURE_FILE, RESULT_FILE, TRAJECTORY_FILE, atomic_write, failure_record, make_record, write_json, write_trajectory
 from .runner import run
 from .summary import describe, run_summary
@@ -51,7 +52,8 @@ def execute(experiment: Experiment, out_dir: Path, overrides: list[str], show_pr
     progress = ProgressLog(prediction.point, experiment.progress_every_s) if show_progress else None
     result = run(experiment.problem, experiment.optimizer.built, experiment.schedule.built, experiment.settings, progress)
     comparison = compare(result.theta, prediction, result.status, experiment.verdict_tol, experiment.problem.theta0)
-    record = make_record(experiment, result, prediction, comparison, overrides)
+    nearby = distances(result.theta, interpolants(experiment.problem))
+    record = make_record(experiment, result, prediction, comparison, nearby, overrides)
     write_trajectory(out_dir / TRAJECTORY_FILE, result, prediction)
     write_json(out_dir / RESULT_FILE, record)
     if experiment.figure:

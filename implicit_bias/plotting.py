@@ -230,42 +230,68 @@ def render_sweep(sweep_dir: Path, jobs: Sequence[tuple[str, Mapping[str, Any]]],
 
 
 def render_sweep_parameter(table: Sequence[Mapping[str, Any]], key: str, others: Sequence[str]) -> bytes:
-    """Error and steps against the one numeric parameter of a sweep, one line per value of the
-    other swept keys; runs that did not converge are drawn as red crosses with their status."""
+    """Against the one numeric parameter of a sweep, one line per value of the other swept keys:
+    the limit's coordinates (predictions dashed), the error and the distances to the reference
+    interpolants, and the steps. Runs that did not converge are red crosses with their status."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.4), layout="constrained")
-    error_ax, steps_ax = fig.subplots(1, 2, sharex=True)
+    fig = Figure(figsize=(15, 4.6), layout="constrained")
+    coords_ax, error_ax, steps_ax = fig.subplots(1, 3, sharex=True)
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for row in table:
         groups.setdefault(tuple(row[o] for o in others), []).append(row)
     floor = 1e-17
+    reference_styles = {"min_l2": ":", "min_l1": (0, (1, 4)), "min_linf": "-."}
     for i, (group, members) in enumerate(groups.items()):
         members = sorted(members, key=lambda r: float(r[key]))
         color = f"C{i % 10}"
         label = ", ".join(f"{o}={v}" for o, v in zip(others, group)) or "runs"
         x = np.array([float(r[key]) for r in members])
         ok = np.array([r["status"] == "converged" for r in members])
+        limits = [json.loads(r["limit"]) for r in members]
+        predictions = [json.loads(r["prediction"]) for r in members]
+        d = max((len(lim) for lim in limits if lim), default=0)
+        markers = "os^vD"
+        for j in range(min(d, 5)):
+            # one group: a colour per coordinate; several: a colour per group, a marker per coordinate
+            shade = f"C{j}" if len(groups) == 1 else color
+            y = np.array([lim[j] if lim and ok_i else np.nan for lim, ok_i in zip(limits, ok)], dtype=float)
+            coords_ax.plot(x, y, marker=markers[j], color=shade, ms=4, lw=1.2,
+                           label=f"θ_{j + 1} ({label})" if len(groups) > 1 else f"θ_{j + 1}")
+            pred = np.array([p[j] if p else np.nan for p in predictions], dtype=float)
+            coords_ax.plot(x, pred, "--", color=shade, lw=1)
         error = np.array([np.nan if r["error"] is None else max(float(r["error"]), floor) for r in members])
         steps = np.array([np.nan if r["steps"] is None else float(r["steps"]) for r in members])
-        for ax, y in ((error_ax, error), (steps_ax, steps)):
-            ax.plot(x[ok], y[ok], "o-", color=color, label=label)
-            if np.any(~ok):
-                ax.plot(x[~ok], np.where(np.isfinite(y[~ok]), y[~ok], np.nan), "x", color="red", ms=9)
+        error_ax.plot(x[ok], error[ok], "o-", color=color, label=f"to prediction ({label})")
+        for name, style in reference_styles.items():
+            dist = np.array([np.nan if r.get(f"distance_to_{name}") in (None, "") else max(float(r[f"distance_to_{name}"]), floor)
+                             for r in members])
+            if np.any(np.isfinite(dist[ok])):
+                error_ax.plot(x[ok], dist[ok], linestyle=style, color=color, lw=1.2, label=f"to {name} ({label})")
+        steps_ax.plot(x[ok], steps[ok], "o-", color=color, label=label)
+        if np.any(~ok):
+            error_ax.plot(x[~ok], error[~ok], "x", color="red", ms=9)
+            steps_ax.plot(x[~ok], steps[~ok], "x", color="red", ms=9)
         for r, xi in zip(members, x):
             if r["status"] != "converged":
                 steps_ax.annotate(r["status"], (xi, float(r["steps"] or 1)), fontsize=7, color="red",
                                   rotation=60, xytext=(3, 3), textcoords="offset points")
-    for ax in (error_ax, steps_ax):
-        ax.set_xscale("log" if all(float(r[key]) > 0 for r in table) else "linear")
-        ax.set_yscale("log")
+    log_x = all(float(r[key]) > 0 for r in table)
+    for ax in (coords_ax, error_ax, steps_ax):
+        ax.set_xscale("log" if log_x else "linear")
         ax.set_xlabel(key)
         ax.grid(True, which="major", alpha=0.3)
-    error_ax.set_ylabel(f"error ‖limit − prediction‖∞ (0 drawn at {floor:g})")
+    for ax in (error_ax, steps_ax):
+        ax.set_yscale("log")
+    coords_ax.set_ylabel("limit coordinates (converged runs); dashed: prediction")
+    error_ax.set_ylabel(f"‖limit − point‖∞ (0 drawn at {floor:g})")
     steps_ax.set_ylabel("steps")
-    error_ax.plot([], [], "x", color="red", label="not converged (status on the right)")
-    error_ax.legend(fontsize=8)
-    fig.suptitle(f"error and steps against {key}", fontsize=10)
+    error_ax.plot([], [], "x", color="red", label="not converged")
+    coords_ax.legend(fontsize=7)
+    error_ax.legend(fontsize=7)
+    steps_ax.legend(fontsize=7)
+    fig.suptitle(f"against {key}: limit coordinates, distances to the prediction and to the reference interpolants, steps",
+                 fontsize=10)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()

@@ -62,6 +62,7 @@ def make_record(
     result: RunResult,
     prediction: Prediction,
     comparison: Comparison,
+    references: Mapping[str, Any] | None = None,
     overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ``result.json`` content of one run."""
@@ -92,6 +93,7 @@ def make_record(
         "error": comparison.error,
         "relative_error": comparison.relative_error,
         "verdict": comparison.verdict,
+        "references": dict(references or {}),
         "seed": experiment.seed,
         "versions": package_versions(),
     }
@@ -164,6 +166,7 @@ def failure_record(config: Mapping[str, Any], overrides: list[str], status: str,
         "error": None,
         "relative_error": None,
         "verdict": "not_run",
+        "references": {},
         "seed": config.get("seed"),
         "versions": package_versions(),
     }

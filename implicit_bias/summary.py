@@ -36,6 +36,7 @@ CSV_FIELDS = (
     "optimizer", "dataset", "schedule", "status", "steps", "error", "relative_error", "verdict",
     "steps_within_tol", "wall_time_s", "limit", "prediction", "message",
 )
+REFERENCE_NAMES = ("min_l2", "min_l1", "min_linf")  # a column distance_to_NAME each
 SUMMARY_CSV, SUMMARY_MD, SWEEP_FIGURE = "summary.csv", "summary.md", "sweep_trajectories.png"
 
 
@@ -175,7 +176,10 @@ def rows(sweep_dir: Path, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> tupl
             message=record["message"],
         )
         table.append(row)
-    return ["job", *keys, *CSV_FIELDS], table
+        for name in REFERENCE_NAMES:
+            reference = record.get("references", {}).get(name)
+            row[f"distance_to_{name}"] = None if reference is None else reference["distance"]
+    return ["job", *keys, *CSV_FIELDS, *(f"distance_to_{name}" for name in REFERENCE_NAMES)], table
 
 
 def markdown(jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> str:

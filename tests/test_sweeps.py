@@ -150,6 +150,30 @@ def test_experiments(tmp_path, experiment, expected):
     assert (out / "sweep_trajectories.png").exists()
 
 
+def test_eps_sweep_interpolates_between_the_sign_and_the_gd_limits(tmp_path):
+    out = tmp_path / "eps"
+    proc = run_cli(["experiment=eps_sweep", f"hydra.sweep.dir={out}"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_csv(out / "summary.csv")
+    assert all(r["status"] == "converged" and r["verdict"] == "approximate" for r in rows)
+    to_sign = [float(r["distance_to_min_linf"]) for r in rows]
+    to_gd = [float(r["distance_to_min_l2"]) for r in rows]
+    assert to_sign[0] < 1e-9 and to_sign == sorted(to_sign)  # grows with eps
+    assert to_gd[-1] < 0.1 * to_gd[0]  # and the limit approaches the GD line
+    assert (out / "sweep_optimizer.eps.png").exists()
+
+
+def test_p_sweep_lands_on_the_min_lp_interpolant_every_time(tmp_path):
+    out = tmp_path / "p"
+    proc = run_cli(["experiment=p_sweep", f"hydra.sweep.dir={out}"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_csv(out / "summary.csv")
+    assert len(rows) == 10 and all(r["verdict"] == "match" for r in rows)
+    first, last = json.loads(rows[0]["limit"]), json.loads(rows[-1]["limit"])
+    assert first[0] > 0.999 and first[1] < 1e-9  # p → 1: the ℓ1 corner
+    assert max(last) - min(last) < 0.1  # p → ∞: toward the sign line
+
+
 def test_collect_orders_jobs_numerically(tmp_path):
     for job in (10, 2, 1):
         (tmp_path / str(job) / ".hydra").mkdir(parents=True)
