@@ -18,6 +18,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .build import Experiment, build
 from .params import ConfigError
@@ -69,22 +70,31 @@ def execute(experiment: Experiment, out_dir: Path, overrides: list[str], show_pr
     return record
 
 
+def _refuse(err: ConfigError, multirun: bool, config: dict, overrides: list[str], out_dir: Path) -> None:
+    """Bad input: one line and exit code 2 for a single run; a record for a multirun job."""
+    if not multirun:
+        print(f"implicit-bias: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    log.error("invalid configuration: %s", err)
+    write_json(out_dir / RESULT_FILE, failure_record(config, overrides, "invalid_config", str(err)))
+
+
 @hydra.main(version_base="1.3", config_path="pkg://implicit_bias.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_config = HydraConfig.get()
     out_dir = Path(hydra_config.runtime.output_dir)
     overrides = list(hydra_config.overrides.task)
     multirun = hydra_config.mode == RunMode.MULTIRUN
-    config = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:  # an interpolation that does not resolve
+        config = OmegaConf.to_container(cfg, resolve=False)
+        err = ConfigError(f"The config does not resolve: {err}".splitlines()[0])
+        return _refuse(err, multirun, config, overrides, out_dir)
     try:
         experiment = build(config)
     except ConfigError as err:
-        if not multirun:
-            print(f"implicit-bias: error: {err}", file=sys.stderr)
-            sys.exit(2)
-        log.error("invalid configuration: %s", err)
-        write_json(out_dir / RESULT_FILE, failure_record(config, overrides, "invalid_config", str(err)))
-        return
+        return _refuse(err, multirun, config, overrides, out_dir)
     verbose = experiment.progress if experiment.progress is not None else not multirun
     try:
         record = execute(experiment, out_dir, overrides, show_progress=verbose)

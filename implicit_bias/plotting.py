@@ -206,7 +206,7 @@ def render_sweep(sweep_dir: Path, jobs: Sequence[tuple[str, Mapping[str, Any]]],
         if "prediction" not in data:
             continue
         distance = np.max(np.abs(data["theta"] - data["prediction"]), axis=1)
-        right.plot(*_positive(data["step"], distance), styles[i % 4], color=color, lw=1.2,
+        right.plot(*_positive(data["step"], distance), styles[i % 4], color=color, lw=1.2, marker=".", ms=3,
                    label=f"{label} ({record['status']})")
         last, start = max(last, int(data["step"][-1])), max(start, float(distance[0]))
     right.set_xscale("symlog", linthresh=1)
@@ -229,7 +229,7 @@ def render_sweep(sweep_dir: Path, jobs: Sequence[tuple[str, Mapping[str, Any]]],
     return buffer.getvalue()
 
 
-def render_sweep_parameter(table: Sequence[Mapping[str, Any]], key: str, others: Sequence[str]) -> bytes:
+def render_sweep_parameter(table: Sequence[Mapping[str, Any]], key: str, others: Sequence[str], not_run: int = 0) -> bytes:
     """Against the one numeric parameter of a sweep, one line per value of the other swept keys:
     the limit's coordinates (predictions dashed), the error and the distances to the reference
     interpolants, and the steps. Runs that did not converge are red crosses with their status."""
@@ -290,8 +290,9 @@ def render_sweep_parameter(table: Sequence[Mapping[str, Any]], key: str, others:
     coords_ax.legend(fontsize=7)
     error_ax.legend(fontsize=7)
     steps_ax.legend(fontsize=7)
-    fig.suptitle(f"against {key}: limit coordinates, distances to the prediction and to the reference interpolants, steps",
-                 fontsize=10)
+    skipped = f" ({not_run} jobs that never ran are not drawn; see summary.csv)" if not_run else ""
+    fig.suptitle(f"against {key}: limit coordinates, distances to the prediction and to the reference "
+                 f"interpolants, steps{skipped}", fontsize=10)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()

@@ -24,6 +24,9 @@ from .build import Experiment
 from .predictions import Comparison, Prediction
 from .runner import RunResult
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 RESULT_FILE = "result.json"
 TRAJECTORY_FILE = "trajectory.npz"
 FIGURE_FILE = "trajectory.png"
@@ -109,6 +112,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -151,8 +155,8 @@ def failure_record(config: Mapping[str, Any], overrides: list[str], status: str,
         "overrides": list(overrides),
         "status": status,
         "message": message,
-        "steps": 0,
-        "wall_time_s": 0.0,
+        "steps": None,
+        "wall_time_s": None,
         "final_loss": None,
         "final_step_norm": None,
         "final_grad_norm": None,

@@ -31,7 +31,7 @@ import numpy as np
 from .results import RESULT_FILE, TRAJECTORY_FILE, atomic_write, read_json
 
 SHOWN_COORDINATES = 6
-TABLE_COLUMNS = ("job", "optimizer", "schedule", "limit", "prediction", "error", "verdict", "steps", "status")
+TABLE_COLUMNS = ("job", "swept", "optimizer", "schedule", "limit", "prediction", "error", "verdict", "steps", "status")
 CSV_FIELDS = (
     "optimizer", "dataset", "schedule", "status", "steps", "error", "relative_error", "verdict",
     "steps_within_tol", "wall_time_s", "limit", "prediction", "message",
@@ -97,17 +97,22 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def _missing_record(job_dir: Path) -> dict[str, Any]:
-    overrides_file = job_dir / ".hydra" / "overrides.yaml"
-    overrides: list[str] = []
-    if overrides_file.exists():
-        from omegaconf import OmegaConf
+    from omegaconf import OmegaConf
 
-        overrides = [str(o) for o in OmegaConf.load(overrides_file)]
-    choices = dict(o.split("=", 1) for o in overrides if "=" in o)
+    hydra_dir = job_dir / ".hydra"
+    overrides: list[str] = []
+    if (hydra_dir / "overrides.yaml").exists():
+        overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
+    composed = OmegaConf.load(hydra_dir / "config.yaml") if (hydra_dir / "config.yaml").exists() else {}
+
+    def name(group: str) -> dict[str, Any]:
+        node = composed.get(group) if composed else None
+        return {"name": node.get("name") if node is not None else None}
+
     return {
-        "dataset": {"name": choices.get("dataset")},
-        "optimizer": {"name": choices.get("optimizer")},
-        "schedule": {"name": choices.get("schedule")},
+        "dataset": name("dataset"),
+        "optimizer": name("optimizer"),
+        "schedule": name("schedule"),
         "overrides": overrides,
         "status": "missing",
         "message": "no result.json: the job was killed before writing its record, or is still running",
@@ -154,12 +159,14 @@ def steps_within_tolerance(job_dir: Path, record: Mapping[str, Any]) -> int | No
 def rows(sweep_dir: Path, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[list[str], list[dict[str, Any]]]:
     """CSV columns and one row per job: the override keys first, then :data:`CSV_FIELDS`."""
     jobs = list(jobs)
+    swept = varying_overrides(jobs) if len(jobs) > 1 else [_user_overrides(r) for _, r in jobs]
     keys: list[str] = []
-    for _, record in jobs:  # an override of a group (optimizer=sgd) is already a field of its own
-        keys += [k for k in _user_overrides(record) if k not in keys and k not in CSV_FIELDS]
+    for o in swept:  # an override of a group (optimizer=sgd) is already a field of its own
+        keys += [k for k in o if k not in keys and k not in CSV_FIELDS]
     table = []
     for job, record in jobs:
         row: dict[str, Any] = {"job": job, **{k: _user_overrides(record).get(k, "") for k in keys}}
+        row["_swept"] = ", ".join(f"{k}={v}" for k, v in _user_overrides(record).items() if k in keys)
         row.update(
             optimizer=record["optimizer"]["name"],
             dataset=record["dataset"]["name"],
@@ -183,11 +190,14 @@ def rows(sweep_dir: Path, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> tupl
 
 
 def markdown(jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> str:
-    """A Markdown table, one row per run."""
+    """A Markdown table, one row per run; ``swept`` holds the overrides that differ between jobs."""
+    jobs = list(jobs)
+    swept = varying_overrides(jobs) if len(jobs) > 1 else [{} for _ in jobs]
     body = []
-    for job, record in jobs:
+    for (job, record), own in zip(jobs, swept):
         body.append((
             job,
+            ", ".join(f"{k}={v}" for k, v in own.items() if k not in ("optimizer", "schedule")) or "—",
             str(record["optimizer"]["name"]),
             describe(record["schedule"]) if record["schedule"].get("name") else "—",
             format_vector(record["limit"]),
@@ -245,7 +255,7 @@ def summarize(sweep_dir: Path, figures: bool = True) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in table)
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items() if k in columns} for row in table)
     atomic_write(sweep_dir / SUMMARY_CSV, buffer.getvalue().encode())
     text = markdown(jobs)
     counts = {}
@@ -253,18 +263,33 @@ def summarize(sweep_dir: Path, figures: bool = True) -> str:
         counts[record["status"]] = counts.get(record["status"], 0) + 1
     tally = ", ".join(f"{n} {status}" for status, n in counts.items())
     atomic_write(sweep_dir / SUMMARY_MD, f"# Sweep {sweep_dir}\n\n{len(jobs)} jobs: {tally}\n\n{text}\n".encode())
-    if figures and jobs:
-        from .plotting import render_sweep, render_sweep_parameter
+    problems = _write_figures(sweep_dir, jobs, table) if figures and jobs else []
+    notes = "".join(f"\n(figure not written: {p})" for p in problems)
+    return f"{len(jobs)} jobs: {tally}\n{text}{notes}"
 
-        swept = varying_overrides(jobs)
-        labels = [", ".join(f"{k}={v}" for k, v in o.items()) or f"job {job}" for o, (job, _) in zip(swept, jobs)]
+
+def _write_figures(sweep_dir: Path, jobs: list, table: list[dict[str, Any]]) -> list[str]:
+    """Write the sweep's figures; a figure that fails is reported, never fatal to the summary."""
+    from .plotting import render_sweep, render_sweep_parameter
+
+    problems = []
+    swept = varying_overrides(jobs)
+    labels = [", ".join(f"{k}={v}" for k, v in o.items()) or f"job {job}" for o, (job, _) in zip(swept, jobs)]
+    try:
         atomic_write(sweep_dir / SWEEP_FIGURE, render_sweep(sweep_dir, jobs, labels))
-        numeric = swept_numeric_key(swept)
-        if numeric is not None:
-            key, others = numeric
-            png = render_sweep_parameter([{**row, **o} for row, o in zip(table, swept)], key, others)
-            atomic_write(sweep_dir / f"sweep_{key.replace('/', '_')}.png", png)
-    return f"{len(jobs)} jobs: {tally}\n{text}"
+    except Exception as err:  # noqa: BLE001 - a figure must not cost the sweep its table
+        problems.append(f"{SWEEP_FIGURE}: {type(err).__name__}: {err}")
+    numeric = swept_numeric_key(swept)
+    if numeric is not None:
+        key, others = numeric
+        name = f"sweep_{key.replace('/', '_')}.png"
+        ran = [{**row, **o} for row, o in zip(table, swept) if row["steps"] is not None]
+        try:
+            if ran:
+                atomic_write(sweep_dir / name, render_sweep_parameter(ran, key, others, len(table) - len(ran)))
+        except Exception as err:  # noqa: BLE001
+            problems.append(f"{name}: {type(err).__name__}: {err}")
+    return problems
 
 
 try:

@@ -52,6 +52,15 @@ def test_an_invalid_value_is_recorded_and_the_rest_completes(tmp_path):
     assert record["limit"] is None and record["verdict"] == "not_run"
 
 
+def test_unresolvable_values_and_all_invalid_sweeps_still_get_a_summary(tmp_path):
+    out, _ = sweep(tmp_path, "schedule.lr=0.1,${oc.env:IMPLICIT_BIAS_UNSET_VARIABLE},0.2", "figure=false", name="interp")
+    assert [r["status"] for r in read_csv(out / "summary.csv")] == ["converged", "invalid_config", "converged"]
+    out, proc = sweep(tmp_path, "+unknown_key=1,2", name="all_invalid")
+    assert [r["status"] for r in read_csv(out / "summary.csv")] == ["invalid_config", "invalid_config"]
+    assert "2 jobs: 2 invalid_config" in proc.stdout
+    assert oct((out / "summary.csv").stat().st_mode & 0o777) != "0o600"  # readable by others, like Hydra's files
+
+
 def test_multirun_jobs_are_quiet_unless_asked(tmp_path):
     _, quiet = sweep(tmp_path, "optimizer=sgd,sign_sgd", "figure=false", name="quiet")
     assert "records in" not in quiet.stdout and "| job" in quiet.stdout
