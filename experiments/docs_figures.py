@@ -21,6 +21,8 @@ FIGURES = {  # experiment: the figure of its sweep directory that shows its poin
     "homework": "sweep_trajectories.png",
     "lr_sweep": "sweep_schedule.lr.png",
     "sign_schedules": "sweep_trajectories.png",
+    "eps_sweep": "sweep_optimizer.eps.png",
+    "p_sweep": "sweep_optimizer.p.png",
 }
 
 
