@@ -6,6 +6,8 @@ harness's prediction code, and the tolerance is the README's 1e-10 (max-abs).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,13 @@ def test_l1_steepest_with_tied_entries_has_no_prediction():
     prediction = predict("steepest", experiment.optimizer.params, experiment.problem)
     assert prediction.point is None and "tie" in prediction.reason
     assert result.status == "converged"  # the run still ends somewhere, and is recorded
+
+
+@pytest.mark.parametrize("optimizer", sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "optimizer").glob("*.yaml")))
+def test_every_optimizer_config_converges_with_its_defaults(optimizer):
+    experiment, result = run_config([f"optimizer={optimizer}"])
+    assert result.status == "converged", result.message
+    assert abs(A @ result.theta - 1.0) < 1e-11
+    prediction = predict(optimizer, experiment.optimizer.params, experiment.problem)
+    verdict = compare(result.theta, prediction, result.status, TOL, experiment.problem.theta0).verdict
+    assert verdict == ("match" if prediction.exact else "approximate")
