@@ -61,6 +61,11 @@ def build(config: Mapping[str, Any]) -> Experiment:
         if not isinstance(node, Mapping):
             raise ConfigError(f"The config has no {group!r} group; choose one with {group}=NAME.")
         parts[group] = Part(*build_from(group, registry, node))
+    d = parts["dataset"].built.A.shape[1]
+    dimension = parts["optimizer"].built.dimension
+    if dimension is not None and dimension != d:
+        raise ConfigError(f"The optimizer {parts['optimizer'].name!r} is configured for {dimension} parameters, "
+                          f"but dataset {parts['dataset'].name!r} has d = {d}.")
     top = validate("the run settings", "", TOP_LEVEL, {k: v for k, v in config.items() if k not in GROUPS})
     settings = RunSettings(**{key: top[key] for key in SETTINGS})
     return Experiment(

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import norms
-from .params import Boolean, Choice, ConfigError, Real, Spec
+from .params import Boolean, Choice, ConfigError, Real, Spec, Vector
 from .problems import Problem, rescale_features
 
 
@@ -37,6 +37,8 @@ class Optimizer(NamedTuple):
     reparametrize: Callable[[Problem], tuple[Problem, np.ndarray]] | None = None
     #: choices that change the answer but are not parameters (THEORY.md §4); recorded with every run
     conventions: Mapping[str, str] = MappingProxyType({})
+    #: the number of parameters the optimizer was configured for, if its configuration fixes it
+    dimension: int | None = None
 
 
 class EmptyState(NamedTuple):
@@ -239,6 +241,19 @@ def rmsprop(beta: float, eps: float) -> Optimizer:
     return Optimizer(init, update, conventions={"eps": "outside the square root", "bias correction": "none", "0/0": "0"})
 
 
+def preconditioned(diagonal: np.ndarray) -> Optimizer:
+    """GD with a fixed diagonal preconditioner: θ ← θ − α_t P ∇f(θ), P = diag(diagonal) ≻ 0.
+    Its limit is θ0 + P^{1/2}(A P^{1/2})⁺(b − Aθ0) (THEORY.md §2)."""
+    if np.any(diagonal <= 0):
+        raise ConfigError(f"The 'diagonal' parameter of optimizer 'preconditioned' must be positive "
+                          f"(P ≻ 0). Got {diagonal.tolist()} instead.")
+
+    def update(grad: np.ndarray, state: EmptyState, lr: float) -> tuple[np.ndarray, EmptyState]:
+        return grad * diagonal * -lr, state
+
+    return Optimizer(_no_state, update, dimension=diagonal.shape[0])
+
+
 UNIT = Real(0.0, 1.0, closed="left")
 EPS = Real(0.0, closed="left")
 
@@ -254,4 +269,5 @@ OPTIMIZERS = {
                         "eps_placement": Choice(("outside", "inside"))}),
     "adagrad": Spec(adagrad, {"eps": EPS}),
     "rmsprop": Spec(rmsprop, {"beta": UNIT, "eps": EPS}),
+    "preconditioned": Spec(preconditioned, {"diagonal": Vector()}),
 }

@@ -125,6 +125,35 @@ class Vector:
 
 
 @dataclass(frozen=True)
+class Matrix:
+    """A non-empty rectangular list of lists of finite floats, returned as a 2-D float64 array."""
+
+    def describe(self) -> str:
+        return "a non-empty rectangular list of lists of finite floats (one list per equation)"
+
+    def check(self, value: Any) -> np.ndarray:
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence) or len(value) == 0:
+            raise TypeError
+        rows = [Vector().check(row) for row in value]
+        if len({row.shape[0] for row in rows}) != 1:
+            raise ValueError
+        return np.stack(rows)
+
+
+@dataclass(frozen=True)
+class Text:
+    """A non-empty string (a path, a name)."""
+
+    def describe(self) -> str:
+        return "a non-empty string"
+
+    def check(self, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise TypeError
+        return value
+
+
+@dataclass(frozen=True)
 class FiniteReal(Real):
     def describe(self) -> str:
         return "a finite float"

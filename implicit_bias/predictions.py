@@ -123,6 +123,11 @@ THEORIES: dict[str, Theory] = {
         ),
         checks=(_unique_largest_entry,),
     ),
+    "preconditioned": Theory(
+        direction=lambda a, params: np.asarray(params["diagonal"]) * a,
+        direction_text="v = P a",
+        source="THEORY.md §2: θ ← θ − α P ∇f moves along P a when every gradient is a multiple of a",
+    ),
     "adam": Theory(lambda a, params: np.sign(a), "v = sign(a)", ADAPTIVE_SOURCE, approximations=(_eps_is_zero,)),
     "adagrad": Theory(lambda a, params: np.sign(a), "v = sign(a)", ADAPTIVE_SOURCE, approximations=(_eps_is_zero,)),
     "rmsprop": Theory(lambda a, params: np.sign(a), "v = sign(a)", ADAPTIVE_SOURCE, approximations=(_eps_is_zero,)),
@@ -158,8 +163,14 @@ def _rank_one(problem: Problem, params: Mapping[str, Any]) -> str | None:
     return None
 
 
-def predict(optimizer: str, params: Mapping[str, Any], problem: Problem) -> Prediction:
-    """The predicted limit of ``optimizer`` (with validated ``params``) on ``problem``."""
+def predict(optimizer: str, params: Mapping[str, Any], problem: Problem, batch_size: int | None = None) -> Prediction:
+    """The predicted limit of ``optimizer`` (with validated ``params``) on ``problem``.
+
+    One equation: the rank-one table :data:`THEORIES`. Several: :func:`predict_general`.
+    ``batch_size`` (None: full batch) matters only for several equations.
+    """
+    if problem.A.shape[0] > 1:
+        return predict_general(optimizer, params, problem, batch_size)
     theory = THEORIES.get(optimizer)
     if theory is None:
         return Prediction(None, "", "", f"no theory is registered for optimizer {optimizer!r}")
@@ -181,6 +192,75 @@ def predict(optimizer: str, params: Mapping[str, Any], problem: Problem) -> Pred
         return Prediction(None, formula, theory.source, "aᵀv = 0: the update direction never changes aᵀθ")
     point = theta0 + v_hat * ((b - a @ theta0) / (a_max * along))
     return Prediction(point, formula, theory.source, "", exact=not approximation, approximation=approximation)
+
+
+# ---------------------------------------------------------------- several equations (THEORY.md §2)
+
+GD_FAMILY = ("sgd", "momentum", "nesterov")
+WILSON_FAMILY = ("adam", "adagrad", "rmsprop", "sign_sgd")
+GENERAL_GD = "θ∞ = θ0 + A⁺(b − Aθ0)"
+GENERAL_PRECONDITIONED = "θ∞ = θ0 + P^{1/2}(A P^{1/2})⁺(b − Aθ0)"
+WILSON = "θ∞ = sign(Aᵀb)/c when A sign(Aᵀb) = c·b and θ0 = 0"
+GD_GENERAL_SOURCE = ("THEORY.md §2: GD, SGD, heavy ball and Nesterov stay in θ0 + range(Aᵀ) (Gunasekar, Lee, "
+                     "Soudry, Srebro, ICML 2018; Azizan & Hassibi, ICLR 2019 for per-sample SGD)")
+WILSON_SOURCE = ("THEORY.md §2: Wilson, Roelofs, Stern, Srebro, Recht (NeurIPS 2017): if A sign(Aᵀb) = c·b, every "
+                 "gradient keeps the sign pattern of Aᵀb and the iterates stay on the line through sign(Aᵀb)")
+
+
+def _consistent(A: np.ndarray, b: np.ndarray, point: np.ndarray) -> bool:
+    return bool(np.max(np.abs(A @ point - b)) <= 1e-9 * max(1.0, float(np.max(np.abs(b)))))
+
+
+def predict_general(optimizer: str, params: Mapping[str, Any], problem: Problem, batch_size: int | None) -> Prediction:
+    """Predictions for n > 1 equations, each with its source and checked preconditions."""
+    A, b, theta0 = problem.A, problem.b, problem.theta0
+    n = A.shape[0]
+    minibatch = batch_size is not None and batch_size < n
+    norm_kind = params.get("norm")
+    if optimizer in GD_FAMILY or (optimizer == "steepest" and norm_kind == "l2"):
+        point = theta0 + np.linalg.pinv(A) @ (b - A @ theta0)
+        if minibatch and not _consistent(A, b, point):
+            return Prediction(None, GENERAL_GD, GD_GENERAL_SOURCE,
+                              "the system has no exact solution and the steps are stochastic (batch_size < n): "
+                              "with a constant step SGD keeps moving around the least-squares set")
+        return Prediction(point, GENERAL_GD, GD_GENERAL_SOURCE, "")
+    if optimizer in ("rescaled_sgd", "preconditioned"):
+        diagonal = feature_scale(A) ** 2 if optimizer == "rescaled_sgd" else np.asarray(params["diagonal"])
+        root = np.sqrt(diagonal)
+        point = theta0 + root * (np.linalg.pinv(A * root) @ (b - A @ theta0))
+        source = ("THEORY.md §2: a fixed preconditioner P keeps θ in θ0 + P range(Aᵀ); rescaled SGD is P = S², "
+                  "S = diag(1/rms of each feature)")
+        if minibatch and not _consistent(A, b, point):
+            return Prediction(None, GENERAL_PRECONDITIONED, source,
+                              "the system has no exact solution and the steps are stochastic (batch_size < n)")
+        return Prediction(point, GENERAL_PRECONDITIONED, source, "")
+    if optimizer in WILSON_FAMILY or (optimizer == "steepest" and norm_kind == "linf"):
+        direction = np.sign(A.T @ b)
+        along = A @ direction
+        scale = float(b @ b)
+        c = float(along @ b) / scale if scale > 0 else 0.0
+        if np.any(theta0 != 0):
+            reason = "Wilson's result needs θ0 = 0"
+        elif minibatch:
+            reason = "Wilson's result is for full-batch steps (batch_size < n here)"
+        elif c <= 0 or np.max(np.abs(along - c * b)) > 1e-12 * max(1.0, float(np.max(np.abs(along)))):
+            reason = (f"A sign(Aᵀb) = {np.round(along, 6).tolist()} is not a positive multiple of b: Wilson's "
+                      "condition fails, and for several equations sign-type descent has no closed form "
+                      "(its limit can depend on the step sizes; Gunasekar et al. 2018)")
+        else:
+            approximation = _eps_is_zero(problem, params) or ""
+            return Prediction(direction / c, WILSON, WILSON_SOURCE, "", exact=not approximation,
+                              approximation=approximation)
+        return Prediction(None, WILSON, WILSON_SOURCE, reason)
+    if optimizer == "epoch_rms_adam":
+        return Prediction(None, "", "THEORY.md §2; Baek, Song, Yun (2025)",
+                          "with several samples epoch-RMS Adam is a per-sample-preconditioned method and its ℓ∞ "
+                          "bias is not guaranteed: no closed form (measured limit and references only)")
+    if optimizer == "steepest":
+        return Prediction(None, "", "THEORY.md §2; Gunasekar et al. (2018)",
+                          f"steepest descent under {norm_kind} for several equations is in general not the "
+                          "minimum-norm interpolant and can depend on step sizes: no closed form")
+    return Prediction(None, "", "", f"no theory for {optimizer!r} on several equations")
 
 
 class Comparison(NamedTuple):

@@ -10,7 +10,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .params import ConfigError, FiniteReal, Spec, Vector
+from pathlib import Path
+
+from .params import ConfigError, FiniteReal, Integer, Matrix, Real, Spec, Text, Vector
 
 
 class Problem(NamedTuple):
@@ -83,9 +85,142 @@ def single_equation(a: np.ndarray, b: float, theta0: np.ndarray | None) -> Probl
     return Problem(a[np.newaxis, :].copy(), np.array([b]), theta0.copy())
 
 
+def _problem(name: str, A: np.ndarray, b: np.ndarray, theta0: np.ndarray | None, source: str = "") -> Problem:
+    """Check shapes and values of a system and return it as a :class:`Problem`."""
+    where = f" ({source})" if source else ""
+    n, d = A.shape
+    if b.shape != (n,):
+        raise ConfigError(f"The 'b' parameter of dataset {name!r}{where} must have one entry per row of A "
+                          f"({n}). Got shape {b.shape} instead.")
+    if theta0 is None:
+        theta0 = np.zeros(d)
+    elif theta0.shape != (d,):
+        raise ConfigError(f"The 'theta0' parameter of dataset {name!r}{where} must have length {d} "
+                          f"(the number of columns of A). Got shape {theta0.shape} instead.")
+    for key, array in (("A", A), ("b", b), ("theta0", theta0)):
+        if not np.all(np.isfinite(array)):
+            raise ConfigError(f"The {key!r} parameter of dataset {name!r}{where} must be finite. Got NaN or inf instead.")
+    if not np.any(A):
+        raise ConfigError(f"The 'A' parameter of dataset {name!r}{where} must have a non-zero entry. Got all zeros instead.")
+    return Problem(np.array(A, dtype=np.float64), np.array(b, dtype=np.float64), np.array(theta0, dtype=np.float64))
+
+
+def linear_system(A: np.ndarray, b: np.ndarray, theta0: np.ndarray | None) -> Problem:
+    """Aθ = b written inline: ``A`` one list per equation, ``b`` one value per equation."""
+    return _problem("linear_system", A, b, theta0)
+
+
+def from_file(path: str, theta0: np.ndarray | None) -> Problem:
+    """A system read from ``path``: ``.npz`` with arrays ``A``, ``b`` (and optionally ``theta0``),
+    or ``.csv`` with one equation per row and b in the last column (no header)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"The 'path' parameter of dataset 'from_file' must name an existing file. "
+                          f"Got {path!r} (resolved to {file.resolve()}) instead.")
+    if file.suffix == ".npz":
+        try:
+            with np.load(file, allow_pickle=False) as npz:
+                missing = [k for k in ("A", "b") if k not in npz.files]
+                if missing:
+                    raise ConfigError(f"The file {path!r} of dataset 'from_file' must contain arrays 'A' and 'b' "
+                                      f"(and optionally 'theta0'). Got arrays {sorted(npz.files)} instead.")
+                A, b = npz["A"], npz["b"]
+                stored = npz["theta0"] if "theta0" in npz.files else None
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"The file {path!r} of dataset 'from_file' could not be read as .npz: {err}") from None
+        if not (np.issubdtype(A.dtype, np.number) and np.issubdtype(b.dtype, np.number)):
+            raise ConfigError(f"The arrays of {path!r} must be numeric. Got A: {A.dtype}, b: {b.dtype} instead.")
+        A, b = np.atleast_2d(A.astype(np.float64)), np.ravel(b).astype(np.float64)
+        if A.ndim != 2:
+            raise ConfigError(f"The array 'A' of {path!r} must be 2-D. Got shape {A.shape} instead.")
+        theta0 = theta0 if theta0 is not None else (None if stored is None else np.ravel(stored).astype(np.float64))
+    elif file.suffix == ".csv":
+        rows = [line for line in file.read_text().splitlines() if line.strip()]
+        table = []
+        for number, line in enumerate(rows, start=1):
+            cells = [c.strip() for c in line.split(",")]
+            try:
+                table.append([float(c) for c in cells])
+            except ValueError:
+                bad = next(c for c in cells if not _is_number(c))
+                raise ConfigError(f"Line {number} of {path!r} (dataset 'from_file') must hold numbers only. "
+                                  f"Got {bad!r} instead.") from None
+        widths = {len(r) for r in table}
+        if not table or len(widths) != 1 or widths.pop() < 2:
+            raise ConfigError(f"The file {path!r} (dataset 'from_file') must have the same number (≥ 2) of "
+                              f"columns on every line: features, then b. Got line lengths {sorted({len(r) for r in table})}.")
+        data = np.array(table)
+        A, b = data[:, :-1], data[:, -1]
+    else:
+        raise ConfigError(f"The 'path' parameter of dataset 'from_file' must end in .npz or .csv. Got {path!r} instead.")
+    return _problem("from_file", A, b, theta0, source=path)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def gaussian(n: int, d: int, scales: np.ndarray | None, seed: int, theta0: np.ndarray | None) -> Problem:
+    """A consistent random system: A_ij ~ N(0, scales_j²), θ* ~ N(0, I), b = Aθ* (seeded)."""
+    if scales is not None and scales.shape != (d,):
+        raise ConfigError(f"The 'scales' parameter of dataset 'gaussian' must have length d = {d}. "
+                          f"Got length {scales.shape[0]} instead.")
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, d)) * (1.0 if scales is None else scales)
+    return _problem("gaussian", A, A @ rng.standard_normal(d), theta0)
+
+
+def mixed_sign(theta0: np.ndarray | None) -> Problem:
+    """Two equations whose features have both signs and very different scales:
+    [1, −0.5, 0.1, −2]·θ = 1 and [0.5, 1, −1, 0.2]·θ = −0.5."""
+    A = np.array([[1.0, -0.5, 0.1, -2.0], [0.5, 1.0, -1.0, 0.2]])
+    return _problem("mixed_sign", A, np.array([1.0, -0.5]), theta0)
+
+
+def two_equations(theta0: np.ndarray | None) -> Problem:
+    """[1, 2, 0]·θ = 1 and [0, 1, 3]·θ = 1: signSGD's limit is not the min-ℓ∞ interpolant.
+
+    Wilson's condition A sign(Aᵀb) = c·b fails here ([3, 4] is not a multiple of [1, 1]), so
+    no theory fixes sign descent's limit; measured from θ0 = 0 with the default geometric
+    schedule it ends 2e-3 (ℓ∞) from the min-ℓ∞ interpolant (THEORY.md §2; Gunasekar et al. 2018)."""
+    A = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0]])
+    return _problem("two_equations", A, np.array([1.0, 1.0]), theta0)
+
+
+def wilson2017(n: int, positive_fraction: float, seed: int) -> Problem:
+    """The construction of Wilson, Roelofs, Stern, Srebro, Recht (NeurIPS 2017, §3.3), as least
+    squares: sample i has label y_i = ±1 (b_i = y_i), features x_i1 = y_i, x_i2 = x_i3 = 1, and a
+    private block of ones, 1 feature long if y_i = 1 and 5 long if y_i = −1. With more positive
+    labels, A sign(Aᵀb) = 4b, so adaptive methods from 0 reach sign(Aᵀb)/4 while GD reaches the
+    min-ℓ2 solution. θ0 = 0."""
+    rng = np.random.default_rng(seed)
+    positives = max(int(round(positive_fraction * n)), n // 2 + 1)
+    y = np.array([1.0] * positives + [-1.0] * (n - positives))
+    rng.shuffle(y)
+    widths = np.where(y > 0, 1, 5)
+    A = np.zeros((n, 3 + int(widths.sum())))
+    A[:, 0], A[:, 1], A[:, 2] = y, 1.0, 1.0
+    start = 3
+    for i, width in enumerate(widths):
+        A[i, start:start + width] = 1.0
+        start += width
+    return _problem("wilson2017", A, y, None)
+
+
+OPTIONAL_START = Vector(optional=True)
+
 DATASETS = {
-    "single_equation": Spec(
-        single_equation,
-        {"a": Vector(), "b": FiniteReal(), "theta0": Vector(optional=True)},
-    ),
+    "single_equation": Spec(single_equation, {"a": Vector(), "b": FiniteReal(), "theta0": OPTIONAL_START}),
+    "linear_system": Spec(linear_system, {"A": Matrix(), "b": Vector(), "theta0": OPTIONAL_START}),
+    "from_file": Spec(from_file, {"path": Text(), "theta0": OPTIONAL_START}),
+    "gaussian": Spec(gaussian, {"n": Integer(1, 100_000), "d": Integer(1, 1_000_000),
+                                "scales": Vector(optional=True), "seed": Integer(0), "theta0": OPTIONAL_START}),
+    "mixed_sign": Spec(mixed_sign, {"theta0": OPTIONAL_START}),
+    "two_equations": Spec(two_equations, {"theta0": OPTIONAL_START}),
+    "wilson2017": Spec(wilson2017, {"n": Integer(2, 10_000), "positive_fraction": Real(0.5, 1.0, closed="right"),
+                                    "seed": Integer(0)}),
 }

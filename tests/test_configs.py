@@ -20,9 +20,17 @@ def test_every_registered_option_has_a_yaml_and_back():
         assert {p.stem for p in (CONF / group).glob("*.yaml")} == set(registry), group
 
 
+@pytest.fixture
+def system_file(tmp_path):
+    path = tmp_path / "system.npz"
+    np.savez(path, A=np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0]]), b=np.array([1.0, 1.0]))
+    return path
+
+
 @pytest.mark.parametrize("group, option", OPTIONS)
-def test_every_option_composes_and_builds(group, option):
-    experiment = build_config([f"{group}={option}"])
+def test_every_option_composes_and_builds(group, option, system_file):
+    extra = [f"dataset.path={system_file}"] if option == "from_file" else []
+    experiment = build_config([f"{group}={option}", *extra])
     assert getattr(experiment, group).name == option
 
 
@@ -51,6 +59,10 @@ def bad_values(constraint):
     """Values each constraint must refuse."""
     if isinstance(constraint, P.Boolean):
         return [1, "yes"]
+    if isinstance(constraint, P.Matrix):
+        return [[], [[1.0, 2.0], [3.0]], "x", [[math.nan, 1.0]], [1.0, 2.0]]
+    if isinstance(constraint, P.Text):
+        return ["", 3, None]
     if isinstance(constraint, P.Choice):
         return ["nope", 3, None]
     if isinstance(constraint, P.Vector):
@@ -81,8 +93,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("group, name, key, value", CASES, ids=[f"{c[0]}.{c[1]}.{c[2]}={c[3]!r}" for c in CASES])
-def test_bad_values_are_refused_with_a_message_naming_them(group, name, key, value):
+def test_bad_values_are_refused_with_a_message_naming_them(group, name, key, value, system_file):
     overrides = [] if group == "top" else [f"{group}={name}"]
+    if name == "from_file":
+        overrides.append(f"dataset.path={system_file}")
     config = compose_config(overrides)
     (config if group == "top" else config[group])[key] = value
     with pytest.raises(P.ConfigError) as info:
