@@ -78,7 +78,7 @@ CASES = {
     "sgd": (sgd(), 1e-7, hand_gd),
     "sgd (vs fewest calls)": (sgd(), 1e-7, fewest_calls_gd),
     "sign_sgd": (sign_sgd(), 1e-3, hand_sign),
-    "epoch_rms_adam": (epoch_rms_adam(0.0), 1e-3, hand_epoch_rms),
+    "epoch_rms_adam": (epoch_rms_adam(0.0, "current"), 1e-3, hand_epoch_rms),
 }
 
 

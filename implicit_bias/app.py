@@ -49,7 +49,8 @@ class ProgressLog:
 
 def execute(experiment: Experiment, out_dir: Path, overrides: list[str], show_progress: bool = False) -> dict[str, Any]:
     """Run one built experiment and write its records into ``out_dir``; return the record."""
-    prediction = predict(experiment.optimizer.name, experiment.optimizer.params, experiment.problem)
+    prediction = predict(experiment.optimizer.name, experiment.optimizer.params, experiment.problem,
+                         experiment.settings.batch_size)
     progress = ProgressLog(prediction.point, experiment.progress_every_s) if show_progress else None
     result = run(experiment.problem, experiment.optimizer.built, experiment.schedule.built, experiment.settings, progress)
     comparison = compare(result.theta, prediction, result.status, experiment.verdict_tol, experiment.problem.theta0)

@@ -20,7 +20,6 @@ GROUPS = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 
 TOP_LEVEL = {
     **SETTINGS,
-    "seed": Integer(0),
     "figure": Boolean(),
     "sweep_figures": Boolean(),
     "progress": Boolean(optional=True),
@@ -42,7 +41,6 @@ class Experiment(NamedTuple):
     optimizer: Part  # built: an Optimizer
     schedule: Part  # built: a Schedule (step array -> rate array)
     settings: RunSettings
-    seed: int
     figure: bool
     verdict_tol: float
     progress: bool | None  # None: on for single runs, off in multirun jobs
@@ -51,6 +49,10 @@ class Experiment(NamedTuple):
     @property
     def problem(self) -> Problem:
         return self.dataset.built
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
 
 
 def build(config: Mapping[str, Any]) -> Experiment:
@@ -70,5 +72,5 @@ def build(config: Mapping[str, Any]) -> Experiment:
     settings = RunSettings(**{key: top[key] for key in SETTINGS})
     return Experiment(
         parts["dataset"], parts["optimizer"], parts["schedule"], settings,
-        top["seed"], top["figure"], top["verdict_tol"], top["progress"], top["progress_every_s"],
+        top["figure"], top["verdict_tol"], top["progress"], top["progress_every_s"],
     )

@@ -39,6 +39,9 @@ class Optimizer(NamedTuple):
     conventions: Mapping[str, str] = MappingProxyType({})
     #: the number of parameters the optimizer was configured for, if its configuration fixes it
     dimension: int | None = None
+    #: ``observe(sample_grads, state) -> state``: called every step with the per-sample gradients
+    #: of that step's batch, at the point where the step is taken
+    observe: Callable[[np.ndarray, Any], Any] | None = None
 
 
 class EmptyState(NamedTuple):
@@ -46,9 +49,12 @@ class EmptyState(NamedTuple):
 
 
 class EpochRMSState(NamedTuple):
-    """Diagonal of M_t = diag(1/(√v_i + ε)), v_i the epoch mean of the squared gradients."""
+    """Diagonal of M_t = diag(1/(√v_i + ε)), v_i the epoch mean of the squared gradients;
+    with ``epoch_gradients: previous``, also the running sums of the epoch in progress."""
 
     scale: np.ndarray
+    square_sum: np.ndarray
+    count: int
 
 
 def _no_state(theta0: np.ndarray) -> EmptyState:
@@ -77,36 +83,54 @@ def sign_sgd() -> Optimizer:
     return Optimizer(_no_state, update, conventions={"sign(0)": "0"})
 
 
-def epoch_rms_adam(eps: float) -> Optimizer:
-    """The homework's simplified Adam ("O"): θ ← θ − α_t M_t ∇f(θ).
+def epoch_rms_adam(eps: float, epoch_gradients: str) -> Optimizer:
+    """The homework's simplified Adam ("O"): θ ← θ − α_t M_t ∇f(θ), M_t = diag(1/(√v_i + ε)).
 
-    M_t = diag(1/(√v_i + ε)) with v_i = mean over the epoch's samples of (∂_i f_j)²,
-    recomputed at the start of each epoch from the per-sample gradients at that point.
+    v_i is the mean of (∂_i f_j)² over the per-sample gradients of one epoch, recomputed at
+    the start of every epoch. Which epoch's gradients (THEORY.md §4):
+
+    ``current``   this epoch's: every sample's gradient at the point where the epoch starts;
+    ``previous``  the previous epoch's: each sample's gradient where its step was taken (the
+                  first epoch, having no previous one, uses ``current``).
+
     Coordinates with v_i = 0 get M_ii = 0 (their gradient is 0, matching sign(0) = 0).
-    With n = 1, M_t ∇f = sign(∇f) exactly when ε = 0 (THEORY.md §1).
+    With one sample, full batch and ε = 0, ``current`` gives M_t ∇f = sign(∇f) exactly
+    (THEORY.md §1); ``previous`` does not (it scales by the last step's gradient).
     """
 
-    def init(theta0: np.ndarray) -> EpochRMSState:
-        return EpochRMSState(np.zeros_like(theta0))
-
-    def begin_epoch(sample_grads: np.ndarray, state: EpochRMSState) -> EpochRMSState:
-        root = np.sqrt(np.mean(sample_grads * sample_grads, axis=0)) + eps
+    def inverse_root(mean_square: np.ndarray) -> np.ndarray:
+        root = np.sqrt(mean_square) + eps
         scale = np.zeros_like(root)
         np.divide(1.0, root, out=scale, where=root > 0)
-        return EpochRMSState(scale)
+        return scale
+
+    def init(theta0: np.ndarray) -> EpochRMSState:
+        return EpochRMSState(np.zeros_like(theta0), np.zeros_like(theta0), 0)
+
+    def begin_epoch(sample_grads: np.ndarray, state: EpochRMSState) -> EpochRMSState:
+        if epoch_gradients == "previous" and state.count > 0:
+            mean_square = state.square_sum / state.count
+        else:
+            mean_square = np.mean(sample_grads * sample_grads, axis=0)
+        return EpochRMSState(inverse_root(mean_square), np.zeros_like(state.square_sum), 0)
+
+    def observe(sample_grads: np.ndarray, state: EpochRMSState) -> EpochRMSState:
+        square_sum = state.square_sum + np.sum(sample_grads * sample_grads, axis=0)
+        return EpochRMSState(state.scale, square_sum, state.count + sample_grads.shape[0])
 
     def update(grad: np.ndarray, state: EpochRMSState, lr: float) -> tuple[np.ndarray, EpochRMSState]:
         return grad * state.scale * -lr, state
 
     conventions = {
         "eps": "added to √v (outside the square root)",
-        "M_t from": "per-sample gradients at the start of the epoch (this epoch's, not the previous one's)",
-        "epoch": "one full-batch step",
+        "M_t from": ("per-sample gradients at the start of the epoch" if epoch_gradients == "current" else
+                     "per-sample gradients of the previous epoch, where each step was taken"),
         "momentum": "none",
         "bias correction": "none",
         "v_i = 0": "M_ii = 0 (as sign(0) = 0)",
     }
-    return Optimizer(init, update, begin_epoch=begin_epoch, conventions=conventions)
+    return Optimizer(init, update, begin_epoch=begin_epoch, conventions=conventions,
+                     observe=observe if epoch_gradients == "previous" else None)
 
 
 def rescaled_sgd() -> Optimizer:
@@ -260,7 +284,7 @@ EPS = Real(0.0, closed="left")
 OPTIMIZERS = {
     "sgd": Spec(sgd),
     "sign_sgd": Spec(sign_sgd),
-    "epoch_rms_adam": Spec(epoch_rms_adam, {"eps": EPS}),
+    "epoch_rms_adam": Spec(epoch_rms_adam, {"eps": EPS, "epoch_gradients": Choice(("current", "previous"))}),
     "rescaled_sgd": Spec(rescaled_sgd),
     "steepest": Spec(steepest, {"norm": Choice(norms.NORMS), "p": Real(1.0), "squared": Boolean()}),
     "momentum": Spec(momentum, {"momentum": UNIT}),

@@ -53,15 +53,18 @@ class Real:
 
 @dataclass(frozen=True)
 class Integer:
-    """An int in [low, high]."""
+    """An int in [low, high] (or null if optional)."""
 
     low: int = 0
     high: float = math.inf
+    optional: bool = False
 
     def describe(self) -> str:
-        return f"an int in [{self.low}, {_fmt(self.high)}]"
+        return f"an int in [{self.low}, {_fmt(self.high)}]" + (" or null" if self.optional else "")
 
-    def check(self, value: Any) -> int:
+    def check(self, value: Any) -> int | None:
+        if value is None and self.optional:
+            return None
         if isinstance(value, bool):
             raise TypeError
         if isinstance(value, float) and value.is_integer():

@@ -46,7 +46,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .optimizers import Optimizer
-from .params import Integer, Real
+from .params import Boolean, Integer, Real
 from .problems import Problem, loss
 from .schedules import Schedule
 
@@ -64,6 +64,9 @@ class RunSettings(NamedTuple):
     grad_tol: float = 1e-12
     divergence_factor: float = 1e12
     records_per_decade: int = 50
+    batch_size: int | None = None  # None: full batch (one step per epoch)
+    shuffle: bool = True  # reshuffle the samples every epoch (minibatch steps only)
+    seed: int = 0  # seeds the shuffling
 
 
 SETTINGS = {
@@ -74,6 +77,9 @@ SETTINGS = {
     "grad_tol": Real(0.0, closed="left"),
     "divergence_factor": Real(1.0),
     "records_per_decade": Integer(1, 1000),
+    "batch_size": Integer(1, optional=True),
+    "shuffle": Boolean(),
+    "seed": Integer(0),
 }
 
 
@@ -136,11 +142,14 @@ def _run(problem: Problem, optimizer: Optimizer, schedule: Schedule, settings: R
     A, b = work.A, work.b
     grad_matrix = A.T * (-2.0 / A.shape[0])  # ∇f(θ) = grad_matrix @ (b − Aθ)
     sample_matrix = A * -2.0  # row j times r_j is ∇f_j(θ), f_j = (b_j − a_jᵀθ)²
-    update, begin_epoch = optimizer.update, optimizer.begin_epoch
+    update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
     monitor = _Monitor(problem, scale, settings, progress)
 
     theta = work.theta0.copy()
     state = optimizer.init(theta)
+    if settings.batch_size is not None and settings.batch_size < A.shape[0]:
+        theta, state, t, status = _minibatch_loop(work, optimizer, schedule, settings, monitor, theta, state)
+        return _result(theta, scale, status, t, started, monitor)
     delta = np.zeros_like(theta)
     t, next_event, status = 0, 0, None
     for first in range(0, settings.max_steps + 1, BLOCK):
@@ -153,15 +162,61 @@ def _run(problem: Problem, optimizer: Optimizer, schedule: Schedule, settings: R
                 if status is not None:
                     break
                 next_event = monitor.next_event
-            # Full-batch steps: every epoch is one step. Minibatch epochs would call this
-            # only at the first step of each epoch.
+            # Full-batch steps: every epoch is one step, seeing every sample once.
             if begin_epoch is not None:
                 state = begin_epoch(r[:, np.newaxis] * sample_matrix, state)
+            if observe is not None:
+                state = observe(r[:, np.newaxis] * sample_matrix, state)
             delta, state = update(g, state, lr)
             theta = theta + delta
             t += 1
         if status is not None:
             break
+    return _result(theta, scale, status, t, started, monitor)
+
+
+def _minibatch_loop(work: Problem, optimizer: Optimizer, schedule: Schedule, settings: RunSettings,
+                    monitor: "_Monitor", theta: np.ndarray, state):
+    """Minibatch steps: each epoch visits every sample once, in batches of ``batch_size``
+    (the last batch may be smaller), reshuffled each epoch if ``shuffle``. A step uses its
+    batch's mean gradient −(2/|B|) A_Bᵀ(b_B − A_B θ); the convergence tests use the full one."""
+    A, b = work.A, work.b
+    n, size = A.shape[0], settings.batch_size
+    grad_matrix = A.T * (-2.0 / n)
+    sample_matrix = A * -2.0
+    steps_per_epoch = -(-n // size)
+    rng = np.random.default_rng(settings.seed)
+    update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
+    delta = np.zeros_like(theta)
+    t, next_event, batches = 0, 0, []
+    for first in range(0, settings.max_steps + 1, BLOCK):
+        rates = schedule(np.arange(first, min(first + BLOCK, settings.max_steps + 1))).tolist()
+        for lr in rates:
+            k = t % steps_per_epoch
+            if k == 0:  # a new epoch: a new order, its batches sliced once
+                order = rng.permutation(n) if settings.shuffle else np.arange(n)
+                batches = [(A[i], b[i], A[i].T * (-2.0 / len(i)), sample_matrix[i])
+                           for i in (order[j:j + size] for j in range(0, n, size))]
+                if begin_epoch is not None:
+                    state = begin_epoch((b - A @ theta)[:, np.newaxis] * sample_matrix, state)
+            if t == next_event:
+                r = b - A @ theta
+                status = monitor.event(t, theta, r, grad_matrix @ r, delta, lr)
+                if status is not None:
+                    return theta, state, t, status
+                next_event = monitor.next_event
+            A_batch, b_batch, batch_grad, batch_samples = batches[k]
+            r_batch = b_batch - A_batch @ theta
+            if observe is not None:
+                state = observe(r_batch[:, np.newaxis] * batch_samples, state)
+            delta, state = update(batch_grad @ r_batch, state, lr)
+            theta = theta + delta
+            t += 1
+    raise AssertionError("the monitor stops every run at max_steps")
+
+
+def _result(theta: np.ndarray, scale: np.ndarray | None, status: str, t: int, started: float,
+            monitor: "_Monitor") -> RunResult:
     limit = theta if scale is None else theta * scale
     return RunResult(
         theta=limit,

@@ -23,7 +23,7 @@ def test_sign_sgd_step_has_sign_of_zero_equal_zero():
 
 
 def test_epoch_rms_adam_uses_the_epoch_mean_of_squared_sample_gradients():
-    opt = O.epoch_rms_adam(0.0)
+    opt = O.epoch_rms_adam(0.0, "current")
     state = opt.init(np.zeros(3))
     samples = np.array([[3.0, 0.0, 1.0], [4.0, 0.0, -1.0]])  # mean squares: 12.5, 0, 1
     state = opt.begin_epoch(samples, state)
@@ -33,7 +33,7 @@ def test_epoch_rms_adam_uses_the_epoch_mean_of_squared_sample_gradients():
 
 
 def test_epoch_rms_adam_with_one_sample_is_sign_descent():
-    opt = O.epoch_rms_adam(0.0)
+    opt = O.epoch_rms_adam(0.0, "current")
     g = np.array([-2.0, -0.2, -0.02])
     state = opt.begin_epoch(g[np.newaxis], opt.init(np.zeros(3)))
     delta, _ = opt.update(g, state, 0.1)
@@ -41,7 +41,7 @@ def test_epoch_rms_adam_with_one_sample_is_sign_descent():
 
 
 def test_epoch_rms_adam_eps_adds_to_the_root():
-    opt = O.epoch_rms_adam(1.0)
+    opt = O.epoch_rms_adam(1.0, "current")
     g = np.array([3.0])
     state = opt.begin_epoch(g[np.newaxis], opt.init(np.zeros(1)))
     delta, _ = opt.update(g, state, 1.0)

@@ -207,7 +207,7 @@ def test_sign_runs_converge_to_the_prediction_on_random_rank_one_data(p, name):
     from implicit_bias.optimizers import epoch_rms_adam, sign_sgd
     from implicit_bias.schedules import exponential
 
-    opt = sign_sgd() if name == "sign_sgd" else epoch_rms_adam(0.0)
+    opt = sign_sgd() if name == "sign_sgd" else epoch_rms_adam(0.0, "current")
     a, b, theta0 = p.A[0], p.b[0], p.theta0
     travel = abs(b - a @ theta0) / np.sum(np.abs(a))  # each coordinate moves this far
     # geometric steps with γ ≥ 1/2 and total lr/(1 − γ) = 2·travel reach the limit (THEORY §1)

@@ -112,7 +112,7 @@ def test_epoch_rms_adam_gets_the_per_sample_gradients_at_the_epoch_start():
     A = np.array([[1.0, 2.0, 0.0], [3.0, -1.0, 0.0]])
     b = np.array([1.0, 2.0])
     problem = Problem(A, b, np.zeros(3))
-    result = run(problem, epoch_rms_adam(0.0), constant(0.1), RunSettings(max_steps=1, records_per_decade=1))
+    result = run(problem, epoch_rms_adam(0.0, "current"), constant(0.1), RunSettings(max_steps=1, records_per_decade=1))
     r = b - A @ np.zeros(3)
     per_sample = -2.0 * r[:, None] * A  # ∇(b_j − a_jᵀθ)²
     rms = np.sqrt(np.mean(per_sample**2, axis=0))
