@@ -23,6 +23,7 @@ FIGURES = {  # experiment: the figure of its sweep directory that shows its poin
     "sign_schedules": "sweep_trajectories.png",
     "eps_sweep": "sweep_optimizer.eps.png",
     "p_sweep": "sweep_optimizer.p.png",
+    "separating": "sweep_references.png",
 }
 
 

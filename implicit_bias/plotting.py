@@ -296,3 +296,30 @@ def render_sweep_parameter(table: Sequence[Mapping[str, Any]], key: str, others:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
+
+
+def render_sweep_references(table: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> bytes:
+    """Each run's distance (‖limit − point‖∞, log scale) to its prediction and to the reference
+    interpolants min-ℓ2, min-ℓ1, min-ℓ∞: which candidate solution did each optimizer pick?"""
+    from matplotlib.figure import Figure
+
+    names = [("error", "prediction", "black"), ("distance_to_min_l2", "min-ℓ2", "C0"),
+             ("distance_to_min_l1", "min-ℓ1", "C2"), ("distance_to_min_linf", "min-ℓ∞", "C3")]
+    floor = 1e-17
+    fig = Figure(figsize=(10, 0.42 * len(table) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    height = 0.8 / len(names)
+    for k, (column, label, color) in enumerate(names):
+        values = [np.nan if row.get(column) in (None, "") else max(float(row[column]), floor) for row in table]
+        ax.barh(np.arange(len(table)) + (k - 1.5) * height, values, height=height, color=color, label=f"to {label}")
+    ax.set_yticks(np.arange(len(table)), [f"{lab} ({row['status']})" for lab, row in zip(labels, table)], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel(f"‖limit − point‖∞ (log; 0 drawn at {floor:g}; no bar: no such point)")
+    ax.grid(True, axis="x", which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("which exact solution did each run find? distance to the prediction and to the reference interpolants",
+                 fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()

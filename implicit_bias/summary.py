@@ -7,6 +7,7 @@ beside the jobs:
 ``summary.csv``  one row per job: each override as its own column, then the record's fields
 ``summary.md``   the same as a Markdown table (also printed)
 ``sweep_trajectories.png``  every run's path and distance to its prediction in one figure
+``sweep_references.png``  each run's distance to its prediction and to the reference interpolants
 ``sweep_<key>.png``  when exactly one numeric override varies: error and steps against it
 
 A job directory without ``result.json`` (a job killed before it could write) still becomes a
@@ -38,6 +39,7 @@ CSV_FIELDS = (
 )
 REFERENCE_NAMES = ("min_l2", "min_l1", "min_linf")  # a column distance_to_NAME each
 SUMMARY_CSV, SUMMARY_MD, SWEEP_FIGURE = "summary.csv", "summary.md", "sweep_trajectories.png"
+REFERENCE_FIGURE, REFERENCE_FIGURE_LIMIT = "sweep_references.png", 40  # one bar group per run
 
 
 def format_vector(values: Sequence[float | None] | None, digits: int = 6) -> str:
@@ -270,7 +272,7 @@ def summarize(sweep_dir: Path, figures: bool = True) -> str:
 
 def _write_figures(sweep_dir: Path, jobs: list, table: list[dict[str, Any]]) -> list[str]:
     """Write the sweep's figures; a figure that fails is reported, never fatal to the summary."""
-    from .plotting import render_sweep, render_sweep_parameter
+    from .plotting import render_sweep, render_sweep_parameter, render_sweep_references
 
     problems = []
     swept = varying_overrides(jobs)
@@ -279,6 +281,13 @@ def _write_figures(sweep_dir: Path, jobs: list, table: list[dict[str, Any]]) -> 
         atomic_write(sweep_dir / SWEEP_FIGURE, render_sweep(sweep_dir, jobs, labels))
     except Exception as err:  # noqa: BLE001 - a figure must not cost the sweep its table
         problems.append(f"{SWEEP_FIGURE}: {type(err).__name__}: {err}")
+    with_references = [(row, label) for row, label, (_, record) in zip(table, labels, jobs) if record.get("references")]
+    if with_references and len(with_references) <= REFERENCE_FIGURE_LIMIT:
+        try:
+            rows_, labels_ = zip(*with_references)
+            atomic_write(sweep_dir / REFERENCE_FIGURE, render_sweep_references(rows_, labels_))
+        except Exception as err:  # noqa: BLE001
+            problems.append(f"{REFERENCE_FIGURE}: {type(err).__name__}: {err}")
     numeric = swept_numeric_key(swept)
     if numeric is not None:
         key, others = numeric

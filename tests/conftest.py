@@ -8,9 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
+from hypothesis import settings as hypothesis_settings
 from omegaconf import OmegaConf
 
 from implicit_bias.build import build
+
+# CI draws the same examples every run, so a red CI is reproducible; local runs explore.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -183,6 +183,22 @@ def test_p_sweep_lands_on_the_min_lp_interpolant_every_time(tmp_path):
     assert max(last) - min(last) < 0.1  # p → ∞: toward the sign line
 
 
+def test_separating_experiment(tmp_path):
+    out = tmp_path / "separating"
+    proc = run_cli(["experiment=separating", f"hydra.sweep.dir={out}"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {(r["dataset"], r["optimizer"]): r for r in read_csv(out / "summary.csv")}
+    assert all(r["status"] == "converged" for r in rows.values())
+    for optimizer in ("sign_sgd", "adam", "adagrad"):  # no theory on two_equations, and not min-ℓ∞
+        r = rows[("two_equations", optimizer)]
+        assert r["verdict"] == "no_prediction" and float(r["distance_to_min_linf"]) > 1e-3
+        w = rows[("wilson2017", optimizer)]  # Wilson's condition holds: the min-ℓ∞ interpolant
+        assert float(w["distance_to_min_linf"]) < 1e-6 and w["verdict"] in ("match", "approximate")
+    assert float(rows[("wilson2017", "sgd")]["distance_to_min_l2"]) < 1e-10
+    assert float(rows[("wilson2017", "epoch_rms_adam")]["distance_to_min_linf"]) > 1e-2
+    assert (out / "sweep_references.png").exists()
+
+
 def test_collect_orders_jobs_numerically(tmp_path):
     for job in (10, 2, 1):
         (tmp_path / str(job) / ".hydra").mkdir(parents=True)
