@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from implicit_bias.optimizers import epoch_rms_adam, sgd, sign_sgd
+from implicit_bias.optimizers import adam, epoch_rms_adam, sgd, sign_sgd
 from implicit_bias.problems import single_equation
 from implicit_bias.runner import RunSettings, run
 from implicit_bias.schedules import constant
@@ -72,6 +72,21 @@ def hand_epoch_rms(steps: int, lr: float) -> np.ndarray:
     return theta
 
 
+def hand_adam(steps: int, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> np.ndarray:
+    A, b, theta = PROBLEM.A, PROBLEM.b, PROBLEM.theta0.copy()
+    grad_matrix = A.T * (-2.0 / A.shape[0])
+    m, v = np.zeros(3), np.zeros(3)
+    for t in range(1, steps + 1):
+        g = grad_matrix @ (b - A @ theta)
+        m = m * b1 + g * (1 - b1)
+        v = v * b2 + g * g * (1 - b2)
+        denominator = np.sqrt(v / (1 - b2**t)) + eps
+        step = np.zeros_like(m)
+        np.divide(m / (1 - b1**t), denominator, out=step, where=denominator > 0)
+        theta = theta + step * -lr
+    return theta
+
+
 CASES = {
     # name: (optimizer, rate, hand loop). GD at lr=1e-7 needs ~10^8 steps to converge;
     # sign methods with a constant step never do.
@@ -79,6 +94,7 @@ CASES = {
     "sgd (vs fewest calls)": (sgd(), 1e-7, fewest_calls_gd),
     "sign_sgd": (sign_sgd(), 1e-3, hand_sign),
     "epoch_rms_adam": (epoch_rms_adam(0.0, "current"), 1e-3, hand_epoch_rms),
+    "adam": (adam(0.9, 0.999, 1e-8, True, "outside"), 1e-6, hand_adam),  # travels 0.1 of 0.9
 }
 
 

@@ -108,11 +108,10 @@ def epoch_rms_adam(eps: float, epoch_gradients: str) -> Optimizer:
         return EpochRMSState(np.zeros_like(theta0), np.zeros_like(theta0), 0)
 
     def begin_epoch(sample_grads: np.ndarray, state: EpochRMSState) -> EpochRMSState:
-        if epoch_gradients == "previous" and state.count > 0:
-            mean_square = state.square_sum / state.count
-        else:
-            mean_square = np.mean(sample_grads * sample_grads, axis=0)
-        return EpochRMSState(inverse_root(mean_square), np.zeros_like(state.square_sum), 0)
+        if epoch_gradients == "previous" and state.count > 0:  # and start the next epoch's sums
+            return EpochRMSState(inverse_root(state.square_sum / state.count), np.zeros_like(state.square_sum), 0)
+        # `current` (or a first epoch): the sums are not used, so nothing is allocated for them
+        return EpochRMSState(inverse_root(np.mean(sample_grads * sample_grads, axis=0)), state.square_sum, 0)
 
     def observe(sample_grads: np.ndarray, state: EpochRMSState) -> EpochRMSState:
         square_sum = state.square_sum + np.sum(sample_grads * sample_grads, axis=0)
