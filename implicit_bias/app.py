@@ -89,9 +89,9 @@ def main(cfg: DictConfig) -> None:
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:  # an interpolation that does not resolve
-        config = OmegaConf.to_container(cfg, resolve=False)
-        err = ConfigError(f"The config does not resolve: {err}".splitlines()[0])
-        return _refuse(err, multirun, config, overrides, out_dir)
+        unresolved = OmegaConf.to_container(cfg, resolve=False)
+        refusal = ConfigError(f"The config does not resolve: {err}".splitlines()[0])
+        return _refuse(refusal, multirun, unresolved, overrides, out_dir)
     try:
         experiment = build(config)
     except ConfigError as err:
