@@ -22,7 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .build import Experiment, build
 from .params import ConfigError
-from .predictions import compare, predict
+from .predictions import compare, predict, verdict_tolerance
+from .problems import condition_number
 from .references import distances, interpolants
 from .results import FIGURE_FILE, RESULT_FILE, TRAJECTORY_FILE, atomic_write, failure_record, make_record, write_json, write_trajectory
 from .runner import run
@@ -53,9 +54,12 @@ def execute(experiment: Experiment, out_dir: Path, overrides: list[str], show_pr
                          experiment.settings.batch_size)
     progress = ProgressLog(prediction.point, experiment.progress_every_s) if show_progress else None
     result = run(experiment.problem, experiment.optimizer.built, experiment.schedule.built, experiment.settings, progress)
-    comparison = compare(result.theta, prediction, result.status, experiment.verdict_tol, experiment.problem.theta0)
+    kappa = condition_number(experiment.problem)
+    tol = verdict_tolerance(experiment.verdict_tol, experiment.settings.grad_tol, kappa)
+    comparison = compare(result.theta, prediction, result.status, tol, experiment.problem.theta0)
     nearby = distances(result.theta, interpolants(experiment.problem))
     record = make_record(experiment, result, prediction, comparison, nearby, overrides)
+    record.update(condition_number=kappa, verdict_tol_used=tol)
     write_trajectory(out_dir / TRAJECTORY_FILE, result, prediction)
     write_json(out_dir / RESULT_FILE, record)
     if experiment.figure:

@@ -208,21 +208,44 @@ WILSON_SOURCE = ("THEORY.md §2: Wilson, Roelofs, Stern, Srebro, Recht (NeurIPS 
 
 
 def _consistent(A: np.ndarray, b: np.ndarray, point: np.ndarray) -> bool:
-    return bool(np.max(np.abs(A @ point - b)) <= 1e-9 * max(1.0, float(np.max(np.abs(b)))))
+    """Does ``point`` solve Aθ = b, relative to the size of the terms (|A||θ| + |b|)?"""
+    terms = np.abs(A) @ np.abs(point) + np.abs(b)
+    return bool(np.all(np.abs(A @ point - b) <= 1e-9 * np.max(terms)))
+
+
+def _one_equation(problem: Problem) -> Problem:
+    """A rank-one system as the one equation aᵀθ = β with the same gradients' direction and the
+    same least-squares stationary set: a = the largest row, A_j = k_j a, β = Σ k_j b_j / Σ k_j²."""
+    A, b = problem.A, problem.b
+    a = A[int(np.argmax(np.sum(A * A, axis=1)))]
+    k = A @ a / (a @ a)
+    return Problem(a[np.newaxis], np.array([float(k @ b) / float(k @ k)]), problem.theta0)
 
 
 def predict_general(optimizer: str, params: Mapping[str, Any], problem: Problem, batch_size: int | None) -> Prediction:
     """Predictions for n > 1 equations, each with its source and checked preconditions."""
     A, b, theta0 = problem.A, problem.b, problem.theta0
-    n = A.shape[0]
+    n, d = A.shape
     minibatch = batch_size is not None and batch_size < n
     norm_kind = params.get("norm")
+    rank = int(np.linalg.matrix_rank(A))
+    if rank == 1 and not minibatch:  # every gradient is a multiple of one row: the one-equation theory
+        reduced = _one_equation(problem)
+        prediction = predict(optimizer, params, reduced)
+        note = " (rank-one A: the least-squares combination of its equations, aᵀθ = β)"
+        return prediction._replace(formula=prediction.formula + note) if prediction.formula else prediction
+    if rank == d:
+        unique = np.linalg.lstsq(A, b, rcond=None)[0]
+        if _consistent(A, b, unique):
+            return Prediction(unique, "θ∞ = A⁺b, the only solution (A has full column rank)",
+                              "linear algebra: a consistent system of full column rank has one solution, so every "
+                              "run that converges to a solution ends there", "")
     if optimizer in GD_FAMILY or (optimizer == "steepest" and norm_kind == "l2"):
         point = theta0 + np.linalg.pinv(A) @ (b - A @ theta0)
         if minibatch and not _consistent(A, b, point):
             return Prediction(None, GENERAL_GD, GD_GENERAL_SOURCE,
                               "the system has no exact solution and the steps are stochastic (batch_size < n): "
-                              "with a constant step SGD keeps moving around the least-squares set")
+                              "SGD's limit then depends on the step-size schedule (a constant step never settles)")
         return Prediction(point, GENERAL_GD, GD_GENERAL_SOURCE, "")
     if optimizer in ("rescaled_sgd", "preconditioned"):
         diagonal = feature_scale(A) ** 2 if optimizer == "rescaled_sgd" else np.asarray(params["diagonal"])
@@ -243,8 +266,9 @@ def predict_general(optimizer: str, params: Mapping[str, Any], problem: Problem,
             reason = "Wilson's result needs θ0 = 0"
         elif minibatch:
             reason = "Wilson's result is for full-batch steps (batch_size < n here)"
-        elif c <= 0 or np.max(np.abs(along - c * b)) > 1e-12 * max(1.0, float(np.max(np.abs(along)))):
-            reason = (f"A sign(Aᵀb) = {np.round(along, 6).tolist()} is not a positive multiple of b: Wilson's "
+        elif c <= 0 or np.max(np.abs(along - c * b)) > 1e-12 * float(np.max(np.abs(A) @ np.abs(direction))):
+            shown = np.array2string(along, precision=4, threshold=6)
+            reason = (f"A sign(Aᵀb) = {shown} is not a positive multiple of b: Wilson's "
                       "condition fails, and for several equations sign-type descent has no closed form "
                       "(its limit can depend on the step sizes; Gunasekar et al. 2018)")
         else:
@@ -261,6 +285,18 @@ def predict_general(optimizer: str, params: Mapping[str, Any], problem: Problem,
                           f"steepest descent under {norm_kind} for several equations is in general not the "
                           "minimum-norm interpolant and can depend on step sizes: no closed form")
     return Prediction(None, "", "", f"no theory for {optimizer!r} on several equations")
+
+
+def verdict_tolerance(verdict_tol: float, grad_tol: float, kappa: float | None) -> float:
+    """The relative error a ``match`` may have: max(verdict_tol, 4 · grad_tol · κ(A)²).
+
+    The stopping rule bounds the gradient relative to the size of its terms. For one equation
+    that bounds the error of the limit by a few × grad_tol (README, "Why these numbers"); for
+    several equations the error can be up to about κ(A)² times the relative gradient, so an
+    ill-conditioned system gets the tolerance its stopping rule can actually guarantee (lower
+    grad_tol to tighten it). κ unknown (a very large A): verdict_tol.
+    """
+    return max(verdict_tol, 4.0 * grad_tol * (kappa or 1.0) ** 2)
 
 
 class Comparison(NamedTuple):

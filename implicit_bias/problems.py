@@ -44,6 +44,22 @@ def gradient(problem: Problem, theta: np.ndarray) -> np.ndarray:
     return problem.A.T @ residual(problem, theta) * (-2.0 / problem.A.shape[0])
 
 
+SVD_LIMIT = 2000  # condition numbers are computed for min(n, d) up to this (an SVD's cost)
+
+
+def condition_number(problem: Problem) -> float | None:
+    """κ(A) = σ_max / σ_min over the nonzero singular values (1 for one equation);
+    None when min(n, d) > :data:`SVD_LIMIT`, where the SVD would cost more than the run."""
+    A = problem.A
+    if A.shape[0] == 1:
+        return 1.0
+    if min(A.shape) > SVD_LIMIT:
+        return None
+    sigma = np.linalg.svd(A, compute_uv=False)
+    nonzero = sigma[sigma > sigma[0] * max(A.shape) * np.finfo(np.float64).eps]
+    return float(nonzero[0] / nonzero[-1])
+
+
 def feature_scale(A: np.ndarray) -> np.ndarray:
     """s_i = 1 / rms(column i) = 1/√(mean_j A_ji²): the scale giving every feature unit second moment.
 

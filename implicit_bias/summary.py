@@ -81,7 +81,7 @@ def run_summary(record: Mapping[str, Any], out_dir: Path | None = None) -> str:
         ]
         if record.get("approximation"):
             lines.append(f"             approximate: {record['approximation']}")
-    tol = record["settings"]["verdict_tol"]
+    tol = record.get("verdict_tol_used") or record["settings"]["verdict_tol"]
     relative = "" if record["relative_error"] is None else f", relative {record['relative_error']:.1e}"
     lines.append(f"  error {format_error(record['error'])} (max-abs{relative}; tolerance {tol:g} relative): {record['verdict']}")
     if out_dir is not None:
@@ -151,7 +151,8 @@ def steps_within_tolerance(job_dir: Path, record: Mapping[str, Any]) -> int | No
         return None
     scale = max(float(np.max(np.abs(prediction))), float(np.max(np.abs(theta[0])))) or 1.0
     with np.errstate(invalid="ignore"):
-        inside = np.max(np.abs(theta - prediction), axis=1) <= record["settings"]["verdict_tol"] * scale
+        tol = record.get("verdict_tol_used") or record["settings"]["verdict_tol"]
+        inside = np.max(np.abs(theta - prediction), axis=1) <= tol * scale
     if not inside[-1]:
         return None
     outside = np.flatnonzero(~inside)
