@@ -136,22 +136,28 @@ def from_file(path: str, theta0: np.ndarray | None) -> Problem:
     if file.suffix == ".npz":
         try:
             with np.load(file, allow_pickle=False) as npz:
-                missing = [k for k in ("A", "b") if k not in npz.files]
-                if missing:
-                    raise ConfigError(f"The file {path!r} of dataset 'from_file' must contain arrays 'A' and 'b' "
-                                      f"(and optionally 'theta0'). Got arrays {sorted(npz.files)} instead.")
-                A, b = npz["A"], npz["b"]
-                stored = npz["theta0"] if "theta0" in npz.files else None
+                names = sorted(npz.files)
+                arrays = {k: npz[k] for k in ("A", "b", "theta0") if k in npz.files}
         except (OSError, ValueError) as err:
-            raise ConfigError(f"The file {path!r} of dataset 'from_file' could not be read as .npz: {err}") from None
-        if not (np.issubdtype(A.dtype, np.number) and np.issubdtype(b.dtype, np.number)):
-            raise ConfigError(f"The arrays of {path!r} must be numeric. Got A: {A.dtype}, b: {b.dtype} instead.")
-        A, b = np.atleast_2d(A.astype(np.float64)), np.ravel(b).astype(np.float64)
+            raise ConfigError(f"The file {path!r} of dataset 'from_file' is not a readable NumPy .npz archive "
+                              f"({type(err).__name__}).") from None
+        if "A" not in arrays or "b" not in arrays:
+            raise ConfigError(f"The file {path!r} of dataset 'from_file' must contain arrays 'A' and 'b' "
+                              f"(and optionally 'theta0'). Got arrays {names} instead.")
+        for key, array in arrays.items():
+            if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+                raise ConfigError(f"The array {key!r} of {path!r} must hold real numbers. Got dtype {array.dtype} instead.")
+        A, b = np.atleast_2d(arrays["A"].astype(np.float64)), np.ravel(arrays["b"]).astype(np.float64)
         if A.ndim != 2:
             raise ConfigError(f"The array 'A' of {path!r} must be 2-D. Got shape {A.shape} instead.")
+        stored = arrays.get("theta0")
         theta0 = theta0 if theta0 is not None else (None if stored is None else np.ravel(stored).astype(np.float64))
     elif file.suffix == ".csv":
-        rows = [line for line in file.read_text().splitlines() if line.strip()]
+        try:
+            rows = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise ConfigError(f"The file {path!r} of dataset 'from_file' must be UTF-8 text (a .csv). "
+                              "Got undecodable bytes instead.") from None
         table = []
         for number, line in enumerate(rows, start=1):
             cells = [c.strip() for c in line.split(",")]
@@ -182,6 +188,9 @@ def _is_number(text: str) -> bool:
 
 def gaussian(n: int, d: int, scales: np.ndarray | None, seed: int, theta0: np.ndarray | None) -> Problem:
     """A consistent random system: A_ij ~ N(0, scales_j²), θ* ~ N(0, I), b = Aθ* (seeded)."""
+    if n * d > 250_000_000:  # 2 GB of float64
+        raise ConfigError(f"The dataset 'gaussian' with n = {n} and d = {d} needs {8 * n * d / 1e9:.0f} GB for A; "
+                          "n · d must be at most 250 000 000.")
     if scales is not None and scales.shape != (d,):
         raise ConfigError(f"The 'scales' parameter of dataset 'gaussian' must have length d = {d}. "
                           f"Got length {scales.shape[0]} instead.")

@@ -247,3 +247,19 @@ def test_a_consistent_full_column_rank_system_predicts_its_only_solution_for_any
     p = Problem(A, A @ np.array([1.0, -2.0, 0.5]), np.zeros(3))
     for name in ("adam", "sign_sgd", "epoch_rms_adam", "steepest"):
         np.testing.assert_allclose(predict(name, {"eps": 0.0, "norm": "lp", "p": 3.0}, p).point, [1.0, -2.0, 0.5])
+
+
+def test_more_file_errors(tmp_path):
+    (tmp_path / "latin.csv").write_bytes(b"1, 2, \xff\n")
+    with pytest.raises(ConfigError, match="UTF-8"):
+        from_file(str(tmp_path / "latin.csv"), None)
+    np.savez(tmp_path / "complex.npz", A=np.array([[1 + 2j, 1.0]]), b=[1.0])
+    with pytest.raises(ConfigError, match="real numbers"):
+        from_file(str(tmp_path / "complex.npz"), None)
+    (tmp_path / "fake.npz").write_text("not a zip")
+    with pytest.raises(ConfigError, match="not a readable NumPy .npz"):
+        from_file(str(tmp_path / "fake.npz"), None)
+    np.savez(tmp_path / "keys.npz", X=[[1.0]])
+    with pytest.raises(ConfigError) as info:
+        from_file(str(tmp_path / "keys.npz"), None)
+    assert str(info.value).count("must contain") == 1
