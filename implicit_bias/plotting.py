@@ -241,7 +241,7 @@ def render_sweep_parameter(table: Sequence[Mapping[str, Any]], key: str, others:
     for row in table:
         groups.setdefault(tuple(row[o] for o in others), []).append(row)
     floor = 1e-17
-    reference_styles = {"min_l2": ":", "min_l1": (0, (1, 4)), "min_linf": "-."}
+    reference_styles = {"min_l2": (0, (1, 1)), "min_l1": (0, (5, 3)), "min_linf": (0, (8, 2, 1, 2))}
     for i, (group, members) in enumerate(groups.items()):
         members = sorted(members, key=lambda r: float(r[key]))
         color = f"C{i % 10}"
@@ -255,11 +255,12 @@ def render_sweep_parameter(table: Sequence[Mapping[str, Any]], key: str, others:
         for j in range(min(d, 5)):
             # one group: a colour per coordinate; several: a colour per group, a marker per coordinate
             shade = f"C{j}" if len(groups) == 1 else color
-            y = np.array([lim[j] if lim and ok_i else np.nan for lim, ok_i in zip(limits, ok)], dtype=float)
-            coords_ax.plot(x, y, marker=markers[j], color=shade, ms=4, lw=1.2,
-                           label=f"θ_{j + 1} ({label})" if len(groups) > 1 else f"θ_{j + 1}")
+            # the prediction as a wide pale band under the limits, so both stay visible where they agree
             pred = np.array([p[j] if p else np.nan for p in predictions], dtype=float)
-            coords_ax.plot(x, pred, "--", color=shade, lw=1)
+            coords_ax.plot(x, pred, "-", color=shade, lw=7, alpha=0.25, solid_capstyle="round")
+            y = np.array([lim[j] if lim and ok_i else np.nan for lim, ok_i in zip(limits, ok)], dtype=float)
+            coords_ax.plot(x, y, marker=markers[j], color=shade, ms=4, lw=1.0,
+                           label=f"θ_{j + 1} ({label})" if len(groups) > 1 else f"θ_{j + 1}")
         error = np.array([np.nan if r["error"] is None else max(float(r["error"]), floor) for r in members])
         steps = np.array([np.nan if r["steps"] is None else float(r["steps"]) for r in members])
         error_ax.plot(x[ok], error[ok], "o-", color=color, label=f"to prediction ({label})")
@@ -267,7 +268,8 @@ def render_sweep_parameter(table: Sequence[Mapping[str, Any]], key: str, others:
             dist = np.array([np.nan if r.get(f"distance_to_{name}") in (None, "") else max(float(r[f"distance_to_{name}"]), floor)
                              for r in members])
             if np.any(np.isfinite(dist[ok])):
-                error_ax.plot(x[ok], dist[ok], linestyle=style, color=color, lw=1.2, label=f"to {name} ({label})")
+                error_ax.plot(x[ok], dist[ok], linestyle=style, color=color, lw=2.0, alpha=0.8,
+                              label=f"to {name} ({label})")
         steps_ax.plot(x[ok], steps[ok], "o-", color=color, label=label)
         if np.any(~ok):
             error_ax.plot(x[~ok], error[~ok], "x", color="red", ms=9)
@@ -283,7 +285,7 @@ def render_sweep_parameter(table: Sequence[Mapping[str, Any]], key: str, others:
         ax.grid(True, which="major", alpha=0.3)
     for ax in (error_ax, steps_ax):
         ax.set_yscale("log")
-    coords_ax.set_ylabel("limit coordinates (converged runs); dashed: prediction")
+    coords_ax.set_ylabel("limit coordinates (converged runs); pale band: prediction")
     error_ax.set_ylabel(f"‖limit − point‖∞ (0 drawn at {floor:g})")
     steps_ax.set_ylabel("steps")
     error_ax.plot([], [], "x", color="red", label="not converged")

@@ -39,6 +39,12 @@ def test_every_experiment_composes_and_builds(experiment):
     build_config([f"experiment={experiment}"])
 
 
+def test_an_experiments_values_win_over_the_primary_config_and_the_command_line_over_both():
+    assert compose_config(["experiment=eps_sweep"])["max_steps"] == 200_000  # config.yaml says 100 000
+    assert compose_config(["experiment=homework"])["figure"] is False
+    assert compose_config(["experiment=eps_sweep", "max_steps=7"])["max_steps"] == 7
+
+
 def test_defaults():
     config = compose_config()
     assert config["dataset"]["name"] == "single_equation"

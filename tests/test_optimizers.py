@@ -153,3 +153,12 @@ def test_steepest_uses_twice_the_rate_as_alpha(kind):
     np.testing.assert_allclose(delta, penalized_step(G1, 0.2, kind, 3.0), rtol=1e-15)
     if kind == "l2":
         np.testing.assert_allclose(delta, O.sgd().update(G1, O.EmptyState(), 0.1)[0], rtol=1e-15)
+
+
+def test_lp_steepest_step_by_hand():
+    # p = 3, q = 3/2, g = [3, −1, 0], α = 2: u = −‖g‖_q^{2−q} sign(g)|g|^{q−1}
+    g = np.array([3.0, -1.0, 0.0])
+    norm_q = (3.0**1.5 + 1.0) ** (1 / 1.5)
+    expected = -np.sqrt(norm_q) * np.array([np.sqrt(3.0), -1.0, 0.0])
+    delta, _ = O.steepest("lp", 3.0, True).update(g, O.EmptyState(), 1.0)  # α = 2·lr = 2
+    np.testing.assert_allclose(delta, expected, rtol=1e-14)
