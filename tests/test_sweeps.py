@@ -159,11 +159,16 @@ def test_experiments(tmp_path, experiment, expected):
     assert (out / "sweep_trajectories.png").exists()
 
 
-def test_eps_sweep_interpolates_between_the_sign_and_the_gd_limits(tmp_path):
-    out = tmp_path / "eps"
-    proc = run_cli(["experiment=eps_sweep", f"hydra.sweep.dir={out}"], cwd=tmp_path, timeout=300)
+def run_experiment(tmp_path, name):
+    """``implicit-bias experiment=NAME``; returns the sweep directory and its summary rows."""
+    out = tmp_path / name
+    proc = run_cli([f"experiment={name}", f"hydra.sweep.dir={out}"], cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = read_csv(out / "summary.csv")
+    return out, read_csv(out / "summary.csv")
+
+
+def test_eps_sweep_interpolates_between_the_sign_and_the_gd_limits(tmp_path):
+    out, rows = run_experiment(tmp_path, "eps_sweep")
     assert all(r["status"] == "converged" and r["verdict"] == "approximate" for r in rows)
     to_sign = [float(r["distance_to_min_linf"]) for r in rows]
     to_gd = [float(r["distance_to_min_l2"]) for r in rows]
@@ -173,10 +178,7 @@ def test_eps_sweep_interpolates_between_the_sign_and_the_gd_limits(tmp_path):
 
 
 def test_p_sweep_lands_on_the_min_lp_interpolant_every_time(tmp_path):
-    out = tmp_path / "p"
-    proc = run_cli(["experiment=p_sweep", f"hydra.sweep.dir={out}"], cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = read_csv(out / "summary.csv")
+    _, rows = run_experiment(tmp_path, "p_sweep")
     assert len(rows) == 10 and all(r["verdict"] == "match" for r in rows)
     first, last = json.loads(rows[0]["limit"]), json.loads(rows[-1]["limit"])
     assert first[0] > 0.999 and first[1] < 1e-9  # p → 1: the ℓ1 corner
@@ -184,10 +186,8 @@ def test_p_sweep_lands_on_the_min_lp_interpolant_every_time(tmp_path):
 
 
 def test_separating_experiment(tmp_path):
-    out = tmp_path / "separating"
-    proc = run_cli(["experiment=separating", f"hydra.sweep.dir={out}"], cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {(r["dataset"], r["optimizer"]): r for r in read_csv(out / "summary.csv")}
+    out, table = run_experiment(tmp_path, "separating")
+    rows = {(r["dataset"], r["optimizer"]): r for r in table}
     assert len(rows) == 18
     for key in [("two_equations", o) for o in ("sign_sgd", "adam", "adagrad")] + [("wilson2017", o) for o in (
             "sgd", "momentum", "nesterov", "sign_sgd", "adam", "adagrad", "epoch_rms_adam")]:
