@@ -141,8 +141,9 @@ def _run(problem: Problem, optimizer: Optimizer, schedule: Schedule, settings: R
         work, scale = optimizer.reparametrize(problem)
     A, b = work.A, work.b
     grad_matrix = A.T * (-2.0 / A.shape[0])  # ∇f(θ) = grad_matrix @ (b − Aθ)
-    sample_matrix = A * -2.0  # row j times r_j is ∇f_j(θ), f_j = (b_j − a_jᵀθ)²
     update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
+    # row j times r_j is ∇f_j(θ), f_j = (b_j − a_jᵀθ)²; a copy of A, so only made when needed
+    sample_matrix = A * -2.0 if (begin_epoch or observe) else None
     monitor = _Monitor(problem, scale, settings, progress)
 
     theta = work.theta0.copy()

@@ -1,0 +1,110 @@
+"""The benchmark suite: every number is a ratio against a baseline measured in the same run.
+
+    python benchmarks/suite.py [--quick] [--d 100000]
+
+1. per-step cost of single runs on the homework problem, against hand numpy loops
+   (benchmarks/step_cost.py);
+2. start-up: ``implicit-bias figure=false`` wall time against a bare Hydra app that imports
+   numpy (the floor any Hydra + numpy command pays);
+3. large GD: per-step time on an n = 1000, d = 100 000 float64 system against the memory
+   bound, reading A twice at the streaming bandwidth measured here.
+
+Not measured yet: batched sweeps (the batched sweeper does not exist yet).
+The machine is noisy: read the ratios, not the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+FLOOR_APP = '''
+import hydra, numpy
+@hydra.main(version_base="1.3", config_path=None, config_name=None)
+def main(cfg):
+    pass
+main()
+'''
+
+
+def wall(cmd: list[str], cwd: str, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def startup(repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "floor.py").write_text(FLOOR_APP)
+        floor = wall([sys.executable, "floor.py", f"hydra.run.dir={tmp}/floor"], tmp, repeats)
+        ours = wall([sys.executable, "-m", "implicit_bias", "figure=false", f"hydra.run.dir={tmp}/run"], tmp, repeats)
+    print(f"start-up: implicit-bias figure=false {ours:.3f} s, bare Hydra + numpy app {floor:.3f} s: "
+          f"ratio {ours / floor:.2f}x (median of {repeats})")
+
+
+def large_gd(n: int, d: int, repeats: int) -> None:
+    from implicit_bias.optimizers import sgd
+    from implicit_bias.problems import Problem
+    from implicit_bias.runner import RunSettings, run
+    from implicit_bias.schedules import constant
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((n, d))
+    problem = Problem(A, A @ rng.standard_normal(d), np.zeros(d))
+    # The memory floor: the fastest plain read of A's 0.8 GB measured here, whichever way
+    # (a BLAS dot over its memory, A @ x, or x @ A: GEMV is itself a streaming read of A).
+    flat, ones, x, y = A.reshape(-1), np.ones(A.size), np.ones(d), np.ones(n)
+    reads = {"ddot": lambda: flat @ ones, "A @ x": lambda: A @ x, "y @ A": lambda: y @ A}
+    best = {}
+    for name, read in reads.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            read()
+            times.append(time.perf_counter() - start)
+        best[name] = statistics.median(times)
+    fastest = min(best, key=best.get)
+    bandwidth = A.nbytes / best[fastest]
+    bound = 2 * best[fastest]  # a GD step reads A for Aθ and again for Aᵀr
+    del flat, ones
+
+    def steps(k: int) -> float:
+        start = time.perf_counter()
+        result = run(problem, sgd(), constant(1e-12), RunSettings(max_steps=k))
+        assert result.steps == k
+        return time.perf_counter() - start
+
+    per_step = statistics.median((steps(30) - steps(10)) / 20 for _ in range(repeats))
+    print(f"large GD (n = {n}, d = {d}, A = {A.nbytes / 1e9:.2f} GB): {1e3 * per_step:.1f} ms/step; "
+          f"fastest read of A ({fastest}) {bandwidth / 1e9:.1f} GB/s, two reads {1e3 * bound:.1f} ms: "
+          f"ratio {per_step / bound:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and steps")
+    parser.add_argument("--d", type=int, default=100_000, help="columns of the large system")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 7
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}")
+    subprocess.run([sys.executable, str(HERE / "step_cost.py"), "--steps", "20000" if args.quick else "100000",
+                    "--repeats", str(repeats)], check=True)
+    startup(repeats)
+    large_gd(1000, args.d, repeats)
+
+
+if __name__ == "__main__":
+    main()
