@@ -22,6 +22,12 @@ from .runner import Trajectory
 MAX_COORDINATES = 10  # coordinates drawn in the d ≠ 3 fallback panel
 
 
+def _png(fig, dpi: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 def _positive(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep = np.isfinite(values) & (values > 0)
     return steps[keep], values[keep]
@@ -132,9 +138,7 @@ def render_run(
     draw_loss(loss_ax, trajectory)
     draw_distance(fig.add_subplot(grid[1, 1], sharex=loss_ax), trajectory, prediction, tol)
     fig.suptitle(title, fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    return _png(fig, dpi=110)
 
 
 # ---------------------------------------------------------------- sweeps
@@ -224,9 +228,7 @@ def render_sweep(sweep_dir: Path, jobs: Sequence[tuple[str, Mapping[str, Any]]],
         left.legend(fontsize=7, loc="upper left")
         right.legend(fontsize=7)
     fig.suptitle(f"{len(runs)} runs of sweep {Path(sweep_dir).name}", fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return _png(fig)
 
 
 def render_sweep_parameter(table: Sequence[Mapping[str, Any]], key: str, others: Sequence[str], not_run: int = 0) -> bytes:
@@ -295,9 +297,7 @@ def render_sweep_parameter(table: Sequence[Mapping[str, Any]], key: str, others:
     skipped = f" ({not_run} jobs that never ran are not drawn; see summary.csv)" if not_run else ""
     fig.suptitle(f"against {key}: limit coordinates, distances to the prediction and to the reference "
                  f"interpolants, steps{skipped}", fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return _png(fig)
 
 
 def render_sweep_references(table: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> bytes:
@@ -322,6 +322,4 @@ def render_sweep_references(table: Sequence[Mapping[str, Any]], labels: Sequence
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("which exact solution did each run find? distance to the prediction and to the reference interpolants",
                  fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return _png(fig)

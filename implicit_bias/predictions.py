@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .norms import penalized_step
 from .problems import Problem, feature_scale
 
 RANK_ONE_FORMULA = "θ∞ = θ0 + v (b − aᵀθ0) / (aᵀv)"
@@ -68,18 +69,9 @@ def _unique_largest_entry(problem: Problem, params: Mapping[str, Any]) -> str | 
 
 
 def _steepest_direction(a: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
-    kind = params["norm"]
-    if kind == "l2":
-        return a
-    if kind == "linf":
-        return np.sign(a)
-    if kind == "l1":
-        e = np.zeros_like(a)
-        e[int(np.argmax(np.abs(a)))] = 1.0
-        return e
-    q = params["p"] / (params["p"] - 1.0)
-    unit = a / np.max(np.abs(a))  # |a|^{q−1} up to a positive factor, without overflow
-    return np.sign(unit) * np.abs(unit) ** (q - 1.0)
+    """The direction the steepest step takes for every gradient −c·a, c > 0: the step is odd
+    and positively homogeneous in g, so it is the norm's own step for −a (ℓ1 ties included)."""
+    return penalized_step(-a, 2.0, params["norm"], params.get("p"))
 
 
 STEEPEST_TEXT = {
@@ -153,16 +145,6 @@ THEORIES: dict[str, Theory] = {
 }
 
 
-def _rank_one(problem: Problem, params: Mapping[str, Any]) -> str | None:
-    n = problem.A.shape[0]
-    if n != 1:
-        return (
-            f"the rank-one closed form needs one equation (n = 1); this dataset has n = {n} "
-            "and no general-n theory is registered for this optimizer"
-        )
-    return None
-
-
 def predict(optimizer: str, params: Mapping[str, Any], problem: Problem, batch_size: int | None = None) -> Prediction:
     """The predicted limit of ``optimizer`` (with validated ``params``) on ``problem``.
 
@@ -176,7 +158,7 @@ def predict(optimizer: str, params: Mapping[str, Any], problem: Problem, batch_s
         return Prediction(None, "", "", f"no theory is registered for optimizer {optimizer!r}")
     text = theory.direction_text(params) if callable(theory.direction_text) else theory.direction_text
     formula = f"{RANK_ONE_FORMULA}, {text}"
-    for check in (_rank_one, *theory.checks):
+    for check in theory.checks:
         reason = check(problem, params)
         if reason is not None:
             return Prediction(None, formula, theory.source, reason)
@@ -222,6 +204,19 @@ def _one_equation(problem: Problem) -> Problem:
     return Problem(a[np.newaxis], np.array([float(k @ b) / float(k @ k)]), problem.theta0)
 
 
+def _fixed_preconditioner(optimizer: str, params: Mapping[str, Any], A: np.ndarray) -> tuple | None:
+    """(diagonal of P, formula, source) for the methods that move θ only within θ0 + P range(Aᵀ)."""
+    if optimizer in GD_FAMILY or (optimizer == "steepest" and params.get("norm") == "l2"):
+        return np.ones(A.shape[1]), GENERAL_GD, GD_GENERAL_SOURCE
+    source = ("THEORY.md §2: a fixed preconditioner P keeps θ in θ0 + P range(Aᵀ); rescaled SGD is P = S², "
+              "S = diag(1/rms of each feature)")
+    if optimizer == "rescaled_sgd":
+        return feature_scale(A) ** 2, GENERAL_PRECONDITIONED, source
+    if optimizer == "preconditioned":
+        return np.asarray(params["diagonal"]), GENERAL_PRECONDITIONED, source
+    return None
+
+
 def predict_general(optimizer: str, params: Mapping[str, Any], problem: Problem, batch_size: int | None) -> Prediction:
     """Predictions for n > 1 equations, each with its source and checked preconditions."""
     A, b, theta0 = problem.A, problem.b, problem.theta0
@@ -240,23 +235,16 @@ def predict_general(optimizer: str, params: Mapping[str, Any], problem: Problem,
             return Prediction(unique, "θ∞ = A⁺b, the only solution (A has full column rank)",
                               "linear algebra: a consistent system of full column rank has one solution, so every "
                               "run that converges to a solution ends there", "")
-    if optimizer in GD_FAMILY or (optimizer == "steepest" and norm_kind == "l2"):
-        point = theta0 + np.linalg.pinv(A) @ (b - A @ theta0)
-        if minibatch and not _consistent(A, b, point):
-            return Prediction(None, GENERAL_GD, GD_GENERAL_SOURCE,
-                              "the system has no exact solution and the steps are stochastic (batch_size < n): "
-                              "SGD's limit then depends on the step-size schedule (a constant step never settles)")
-        return Prediction(point, GENERAL_GD, GD_GENERAL_SOURCE, "")
-    if optimizer in ("rescaled_sgd", "preconditioned"):
-        diagonal = feature_scale(A) ** 2 if optimizer == "rescaled_sgd" else np.asarray(params["diagonal"])
+    preconditioner = _fixed_preconditioner(optimizer, params, A)
+    if preconditioner is not None:  # GD family (P = I), rescaled SGD (P = S²), preconditioned (P = diag)
+        diagonal, formula, source = preconditioner
         root = np.sqrt(diagonal)
         point = theta0 + root * (np.linalg.pinv(A * root) @ (b - A @ theta0))
-        source = ("THEORY.md §2: a fixed preconditioner P keeps θ in θ0 + P range(Aᵀ); rescaled SGD is P = S², "
-                  "S = diag(1/rms of each feature)")
         if minibatch and not _consistent(A, b, point):
-            return Prediction(None, GENERAL_PRECONDITIONED, source,
-                              "the system has no exact solution and the steps are stochastic (batch_size < n)")
-        return Prediction(point, GENERAL_PRECONDITIONED, source, "")
+            return Prediction(None, formula, source,
+                              "the system has no exact solution and the steps are stochastic (batch_size < n): "
+                              "SGD's limit then depends on the step-size schedule (a constant step never settles)")
+        return Prediction(point, formula, source, "")
     if optimizer in WILSON_FAMILY or (optimizer == "steepest" and norm_kind == "linf"):
         direction = np.sign(A.T @ b)
         along = A @ direction

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .results import RESULT_FILE, TRAJECTORY_FILE, atomic_write, read_json
+from .results import RESULT_FILE, TRAJECTORY_FILE, atomic_write, failure_record, read_json
 
 SHOWN_COORDINATES = 6
 TABLE_COLUMNS = ("job", "swept", "optimizer", "schedule", "limit", "prediction", "error", "verdict", "steps", "status")
@@ -99,28 +99,14 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def _missing_record(job_dir: Path) -> dict[str, Any]:
+    """The row of a job that left no result.json, from the config Hydra saved for it."""
     from omegaconf import OmegaConf
 
     hydra_dir = job_dir / ".hydra"
-    overrides: list[str] = []
-    if (hydra_dir / "overrides.yaml").exists():
-        overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
-    composed = OmegaConf.load(hydra_dir / "config.yaml") if (hydra_dir / "config.yaml").exists() else {}
-
-    def name(group: str) -> dict[str, Any]:
-        node = composed.get(group) if composed else None
-        return {"name": node.get("name") if node is not None else None}
-
-    return {
-        "dataset": name("dataset"),
-        "optimizer": name("optimizer"),
-        "schedule": name("schedule"),
-        "overrides": overrides,
-        "status": "missing",
-        "message": "no result.json: the job was killed before writing its record, or is still running",
-        "steps": None, "wall_time_s": None, "limit": None, "prediction": None,
-        "error": None, "relative_error": None, "verdict": "not_run", "settings": {},
-    }
+    overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")] if (hydra_dir / "overrides.yaml").exists() else []
+    config = OmegaConf.to_container(OmegaConf.load(hydra_dir / "config.yaml")) if (hydra_dir / "config.yaml").exists() else {}
+    message = "no result.json: the job was killed before writing its record, or is still running"
+    return failure_record(config, overrides, "missing", message)
 
 
 def collect(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
