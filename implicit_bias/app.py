@@ -16,6 +16,8 @@ from typing import Any
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from hydra_plugins.implicit_bias_batched.batched_sweeper import BatchedSweeper
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -26,7 +28,7 @@ from .predictions import compare, predict, verdict_tolerance
 from .problems import condition_number
 from .references import distances, interpolants
 from .results import FIGURE_FILE, RESULT_FILE, TRAJECTORY_FILE, atomic_write, failure_record, make_record, write_json, write_trajectory
-from .runner import run
+from .runner import RunResult, run
 from .summary import describe, run_summary
 
 log = logging.getLogger("implicit_bias")
@@ -48,12 +50,16 @@ class ProgressLog:
         log.info("  step %d: loss %.3e%s", t, loss, distance)
 
 
-def execute(experiment: Experiment, out_dir: Path, overrides: list[str], show_progress: bool = False) -> dict[str, Any]:
-    """Run one built experiment and write its records into ``out_dir``; return the record."""
+def execute(experiment: Experiment, out_dir: Path, overrides: list[str], show_progress: bool = False,
+            result: RunResult | None = None) -> dict[str, Any]:
+    """Run one built experiment (unless its ``result`` is given: the batched sweeper ran it
+    already) and write its records into ``out_dir``; return the record."""
     prediction = predict(experiment.optimizer.name, experiment.optimizer.params, experiment.problem,
                          experiment.settings.batch_size)
-    progress = ProgressLog(prediction.point, experiment.progress_every_s) if show_progress else None
-    result = run(experiment.problem, experiment.optimizer.built, experiment.schedule.built, experiment.settings, progress)
+    if result is None:
+        progress = ProgressLog(prediction.point, experiment.progress_every_s) if show_progress else None
+        result = run(experiment.problem, experiment.optimizer.built, experiment.schedule.built, experiment.settings,
+                     progress)
     kappa = condition_number(experiment.problem)
     tol = verdict_tolerance(experiment.verdict_tol, experiment.settings.grad_tol, kappa)
     comparison = compare(result.theta, prediction, result.status, tol, experiment.problem.theta0)
@@ -84,8 +90,8 @@ def _refuse(err: ConfigError, multirun: bool, config: dict, overrides: list[str]
     write_json(out_dir / RESULT_FILE, failure_record(config, overrides, "invalid_config", str(err)))
 
 
-@hydra.main(version_base="1.3", config_path="pkg://implicit_bias.conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def task(cfg: DictConfig, result: RunResult | None = None) -> None:
+    """One job: resolve, build, run (or take the batched sweeper's ``result``), record."""
     hydra_config = HydraConfig.get()
     out_dir = Path(hydra_config.runtime.output_dir)
     overrides = list(hydra_config.overrides.task)
@@ -102,7 +108,7 @@ def main(cfg: DictConfig) -> None:
         return _refuse(err, multirun, config, overrides, out_dir)
     verbose = experiment.progress if experiment.progress is not None else not multirun
     try:
-        record = execute(experiment, out_dir, overrides, show_progress=verbose)
+        record = execute(experiment, out_dir, overrides, show_progress=verbose, result=result)
     except Exception as err:
         if not multirun:
             raise
@@ -112,6 +118,12 @@ def main(cfg: DictConfig) -> None:
     if verbose:
         log.info(run_summary(record, out_dir))
 
+
+# Hydra finds plugins by walking the hydra_plugins namespace package, which an editable
+# install's import hook does not let it list; registering the class is Hydra's public way.
+Plugins.instance().register(BatchedSweeper)
+
+main = hydra.main(version_base="1.3", config_path="pkg://implicit_bias.conf", config_name="config")(task)
 
 if __name__ == "__main__":
     main()

@@ -48,25 +48,42 @@ def dual_norm(g: np.ndarray, kind: str, p: float | None = None) -> float:
 
 
 def penalized_step(g: np.ndarray, alpha: float, kind: str, p: float | None = None) -> np.ndarray:
-    """u = argmin_Δ gᵀΔ + (1/α)‖Δ‖² in closed form (see the module table)."""
+    """u = argmin_Δ gᵀΔ + (1/α)‖Δ‖² in closed form (see the module table).
+
+    ``g`` is a vector (d,), a column (d, 1) or a stack of columns (B, d, 1), and ``alpha``
+    and ``p`` floats or arrays that broadcast against it (one value per column); the norms
+    are taken over the coordinates of each column.
+    """
+    axis = -2 if g.ndim >= 2 else -1
     if kind == "l2":
         return g * (-alpha / 2.0)
+    magnitude = np.abs(g)
     if kind == "linf":
-        return np.sign(g) * (-alpha / 2.0 * float(np.sum(np.abs(g))))
+        return np.sign(g) * (-alpha / 2.0 * np.sum(magnitude, axis=axis, keepdims=True))
     if kind == "l1":
+        k = np.argmax(magnitude, axis=axis, keepdims=True)  # the first of tied coordinates
         u = np.zeros_like(g)
-        k = int(np.argmax(np.abs(g)))
-        u[k] = -alpha / 2.0 * abs(float(g[k])) * np.sign(g[k])
+        np.put_along_axis(u, k, np.take_along_axis(g, k, axis=axis) * (-alpha / 2.0), axis=axis)
         return u
     if kind == "lp":
-        peak = float(np.max(np.abs(g)))
-        if peak == 0.0:
-            return np.zeros_like(g)
+        peak = np.max(magnitude, axis=axis, keepdims=True)
+        moving = peak > 0.0
         q = dual_exponent(p)
-        unit = g / peak  # |unit| ≤ 1: neither |g|^{q−1} nor ‖g‖_q^{2−q} can overflow
-        unit_q = float(np.sum(np.abs(unit) ** q)) ** (1.0 / q)
-        return np.sign(unit) * np.abs(unit) ** (q - 1.0) * (-alpha / 2.0 * peak * unit_q ** (2.0 - q))
+        unit = g / np.where(moving, peak, 1.0)  # |unit| ≤ 1: neither |g|^{q−1} nor ‖g‖_q^{2−q} can overflow
+        unit_q = _power(np.sum(_power(np.abs(unit), q), axis=axis, keepdims=True), 1.0 / q)
+        size = np.where(moving, peak * _power(np.where(moving, unit_q, 1.0), 2.0 - q), 0.0)
+        return np.sign(unit) * _power(np.abs(unit), q - 1.0) * (-alpha / 2.0 * size)
     raise ValueError(f"unknown norm {kind!r}; allowed: {', '.join(NORMS)}")
+
+
+def _power(x: np.ndarray, exponent) -> np.ndarray:
+    """x^exponent elementwise, by the same code whether ``exponent`` is a float or an array.
+
+    numpy computes a power whose exponent is one broadcast value of 0.5, 2 or −1 as sqrt,
+    square or reciprocal, which need not round as pow does; a batch of runs passes one
+    exponent per member, so the exponent is spelled out to x's shape for every caller.
+    """
+    return np.power(x, np.zeros_like(x) + exponent)
 
 
 UNSQUARED_IS_ILL_POSED = (

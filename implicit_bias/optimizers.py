@@ -2,14 +2,22 @@
 
 An :class:`Optimizer` is ``init(theta0) -> state`` and
 ``update(grad, state, lr) -> (delta, state)``; the runner applies θ ← θ + delta. State is a
-small NamedTuple of arrays, nothing hidden in objects, so a batched runner can give every
-array a batch axis (reductions over samples, as in ``begin_epoch``, then name their axis).
+small NamedTuple of arrays, nothing hidden in objects.
+
+Shapes: vectors are columns, (d, 1) for one run and (B, d, 1) for B runs in one loop
+(:func:`implicit_bias.runner.run_batch`); ``lr`` and every numeric hyperparameter are
+floats, or (B, 1, 1) arrays holding one value per member. Updates are elementwise, so the
+same definition serves both; the few reductions (over samples, over coordinates) are
+written for the column layout, and reductions over samples are ``matmul`` calls so that a
+member's arithmetic does not depend on the batch it runs in. A state field that is an array
+with a member axis is dropped for stopped members by :func:`compact_state`.
 
 Two optional hooks carry the epoch and reparametrization logic:
 
 ``begin_epoch(sample_grads, state) -> state``
     called at the start of every epoch with the per-sample gradients ∇f_j(θ) at the
-    epoch's starting point, shape (n, d). With full-batch steps an epoch is one step.
+    epoch's starting point, one column per sample: shape (d, n), or (B, d, n). With
+    full-batch steps an epoch is one step.
 ``reparametrize(problem) -> (problem', s)``
     the optimizer runs on ``problem'`` in coordinates θ' with θ = s ⊙ θ'.
 
@@ -46,6 +54,18 @@ class Optimizer(NamedTuple):
 
 class EmptyState(NamedTuple):
     pass
+
+
+def compact_state(state: Any, keep: np.ndarray) -> Any:
+    """The state of the members with ``keep`` True: every field with a member axis
+    (an array of 3 dimensions, (B, ·, ·)) is indexed; shared fields (counts) are kept."""
+    return type(state)(*(field[keep] if isinstance(field, np.ndarray) and field.ndim == 3 else field
+                         for field in state))
+
+
+def sample_sum(values: np.ndarray) -> np.ndarray:
+    """Σ_j of the sample columns of ``values`` (…, d, n), as a column (…, d, 1)."""
+    return values @ np.ones((values.shape[-1], 1))
 
 
 class EpochRMSState(NamedTuple):
@@ -111,11 +131,12 @@ def epoch_rms_adam(eps: float, epoch_gradients: str) -> Optimizer:
         if epoch_gradients == "previous" and state.count > 0:  # and start the next epoch's sums
             return EpochRMSState(inverse_root(state.square_sum / state.count), np.zeros_like(state.square_sum), 0)
         # `current` (or a first epoch): the sums are not used, so nothing is allocated for them
-        return EpochRMSState(inverse_root(np.mean(sample_grads * sample_grads, axis=0)), state.square_sum, 0)
+        mean_square = sample_sum(sample_grads * sample_grads) / sample_grads.shape[-1]
+        return EpochRMSState(inverse_root(mean_square), state.square_sum, 0)
 
     def observe(sample_grads: np.ndarray, state: EpochRMSState) -> EpochRMSState:
-        square_sum = state.square_sum + np.sum(sample_grads * sample_grads, axis=0)
-        return EpochRMSState(state.scale, square_sum, state.count + sample_grads.shape[0])
+        square_sum = state.square_sum + sample_sum(sample_grads * sample_grads)
+        return EpochRMSState(state.scale, square_sum, state.count + sample_grads.shape[-1])
 
     def update(grad: np.ndarray, state: EpochRMSState, lr: float) -> tuple[np.ndarray, EpochRMSState]:
         return grad * state.scale * -lr, state
@@ -209,25 +230,30 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 class AdamState(NamedTuple):
     m: np.ndarray
     v: np.ndarray
-    count: int
+    power1: Any  # β1^t
+    power2: Any  # β2^t
 
 
 def adam(beta1: float, beta2: float, eps: float, bias_correction: bool, eps_placement: str) -> Optimizer:
     """Adam (Kingma & Ba, ICLR 2015):
     m_t = β1 m + (1 − β1) g,  v_t = β2 v + (1 − β2) g²,
     m̂ = m_t/(1 − β1^t), v̂ = v_t/(1 − β2^t) (or m̂ = m_t, v̂ = v_t without bias correction),
-    Δ = −α_t m̂/(√v̂ + ε)  (eps_placement: outside)  or  −α_t m̂/√(v̂ + ε)  (inside)."""
+    Δ = −α_t m̂/(√v̂ + ε)  (eps_placement: outside)  or  −α_t m̂/√(v̂ + ε)  (inside).
+
+    β^t is carried in the state as a running product (β^t = β^{t−1}·β): multiplication is
+    exact to rounding wherever it runs, while a power function may be a different
+    implementation for a float and for an array of them."""
 
     def init(theta0: np.ndarray) -> AdamState:
-        return AdamState(np.zeros_like(theta0), np.zeros_like(theta0), 0)
+        return AdamState(np.zeros_like(theta0), np.zeros_like(theta0), 1.0, 1.0)
 
     def update(grad: np.ndarray, state: AdamState, lr: float) -> tuple[np.ndarray, AdamState]:
-        count = state.count + 1
+        power1, power2 = state.power1 * beta1, state.power2 * beta2
         m = state.m * beta1 + grad * (1.0 - beta1)
         v = state.v * beta2 + grad * grad * (1.0 - beta2)
-        m_hat, v_hat = (m / (1.0 - beta1**count), v / (1.0 - beta2**count)) if bias_correction else (m, v)
+        m_hat, v_hat = (m / (1.0 - power1), v / (1.0 - power2)) if bias_correction else (m, v)
         denominator = np.sqrt(v_hat) + eps if eps_placement == "outside" else np.sqrt(v_hat + eps)
-        return _ratio(m_hat, denominator) * -lr, AdamState(m, v, count)
+        return _ratio(m_hat, denominator) * -lr, AdamState(m, v, power1, power2)
 
     conventions = {"eps": f"{eps_placement} the square root", "bias correction": "on" if bias_correction else "off",
                    "0/0": "0 (as sign(0) = 0)"}
@@ -271,8 +297,10 @@ def preconditioned(diagonal: np.ndarray) -> Optimizer:
         raise ConfigError(f"The 'diagonal' parameter of optimizer 'preconditioned' must be positive "
                           f"(P ≻ 0). Got {diagonal.tolist()} instead.")
 
+    column = diagonal[:, np.newaxis]
+
     def update(grad: np.ndarray, state: EmptyState, lr: float) -> tuple[np.ndarray, EmptyState]:
-        return grad * diagonal * -lr, state
+        return grad * column * -lr, state
 
     return Optimizer(_no_state, update, dimension=diagonal.shape[0])
 

@@ -1,4 +1,4 @@
-"""Run an optimizer to convergence, or stop with an honest status.
+"""Run an optimizer to convergence, or stop with an honest status; one run or many at once.
 
 Statuses
 --------
@@ -34,18 +34,36 @@ check_fraction=0`` checks every step. A failing check costs three dot products.
 
 The trajectory is recorded at log-spaced steps into preallocated arrays: no per-step I/O
 and no per-step Python objects beyond the optimizer's own arrays.
+
+Many runs in one loop
+---------------------
+:func:`run_batch` runs B *members* — the same problem and optimizer, each with its own
+schedule, its own values of the optimizer's numeric hyperparameters and its own seed — as
+one loop over arrays with a leading member axis. Every member stops on its own test, and a
+member that stops is removed from the arrays at once, so it costs no further work (and a
+converged Adam member's moments never decay into slow subnormal floats). :func:`run` is
+:func:`run_batch` for one member, without the member axis.
+
+Vectors are columns: θ, gradients and optimizer state have shape (d, 1), or (B, d, 1) in a
+batch; residuals (n, 1) or (B, n, 1). Every reduction — A θ, Aᵀ r, the norms of the test —
+is a numpy ``matmul`` whose core operands are one member's column, so numpy makes the same
+BLAS call for that member whatever the batch holds, and every other operation is
+elementwise. A member of a batch therefore follows *bit for bit* the path of the same
+configuration run alone (a test checks it for every optimizer). A plain 2-D product
+``A @ Θ`` over the batch would be faster, but BLAS sums it in an order that depends on the
+batch size.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .optimizers import Optimizer
+from .optimizers import Optimizer, compact_state
 from .params import Boolean, Integer, Real
 from .problems import Problem, loss
 from .schedules import Schedule
@@ -116,6 +134,10 @@ def log_spaced_steps(max_steps: int, per_decade: int) -> np.ndarray:
 
 Progress = Callable[[int, float, np.ndarray], None]
 
+#: ``make_optimizer(members)``: the optimizer for the members with these indices (0..B−1),
+#: its per-member hyperparameters shaped (len(members), 1, 1); called again after members stop
+OptimizerFactory = Callable[[np.ndarray], Optimizer]
+
 
 def run(
     problem: Problem,
@@ -129,220 +151,329 @@ def run(
     ``progress(t, loss, theta)``, if given, is called at every check step; it decides itself
     whether to report anything (the runner does no I/O).
     """
-    with np.errstate(all="ignore"):  # overflow and underflow are detected and reported as statuses
-        return _run(problem, optimizer, schedule, settings, progress)
+    return _Engine(problem, lambda members: optimizer, [schedule], settings, [settings.seed], False, progress).run()[0]
 
 
-def _run(problem: Problem, optimizer: Optimizer, schedule: Schedule, settings: RunSettings, progress: Progress | None) -> RunResult:
-    started = time.perf_counter()
-    if optimizer.reparametrize is None:
-        work, scale = problem, None
-    else:
-        work, scale = optimizer.reparametrize(problem)
-    A, b = work.A, work.b
-    grad_matrix = A.T * (-2.0 / A.shape[0])  # ∇f(θ) = grad_matrix @ (b − Aθ)
-    update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
-    # row j times r_j is ∇f_j(θ), f_j = (b_j − a_jᵀθ)²; a copy of A, so only made when needed
-    sample_matrix = A * -2.0 if (begin_epoch or observe) else None
-    monitor = _Monitor(problem, scale, settings, progress)
-
-    theta = work.theta0.copy()
-    state = optimizer.init(theta)
-    if settings.batch_size is not None and settings.batch_size < A.shape[0]:
-        theta, state, t, status = _minibatch_loop(work, optimizer, schedule, settings, monitor, theta, state)
-        return _result(theta, scale, status, t, started, monitor)
-    delta = np.zeros_like(theta)
-    t, next_event, status = 0, 0, None
-    for first in range(0, settings.max_steps + 1, BLOCK):
-        rates = schedule(np.arange(first, min(first + BLOCK, settings.max_steps + 1))).tolist()
-        for lr in rates:
-            r = b - A @ theta
-            g = grad_matrix @ r
-            if t == next_event:
-                status = monitor.event(t, theta, r, g, delta, lr)
-                if status is not None:
-                    break
-                next_event = monitor.next_event
-            # Full-batch steps: every epoch is one step, seeing every sample once.
-            if begin_epoch is not None:
-                state = begin_epoch(r[:, np.newaxis] * sample_matrix, state)
-            if observe is not None:
-                state = observe(r[:, np.newaxis] * sample_matrix, state)
-            delta, state = update(g, state, lr)
-            theta = theta + delta
-            t += 1
-        if status is not None:
-            break
-    return _result(theta, scale, status, t, started, monitor)
+def run_batch(
+    problem: Problem,
+    make_optimizer: OptimizerFactory,
+    schedules: Sequence[Schedule],
+    settings: RunSettings = RunSettings(),
+    seeds: Sequence[int] | None = None,
+) -> list[RunResult]:
+    """Run ``len(schedules)`` members in one loop; member j uses ``schedules[j]``,
+    ``seeds[j]`` (default ``settings.seed``) and its hyperparameters in ``make_optimizer``.
+    Returns one :class:`RunResult` per member, equal to what :func:`run` returns for it."""
+    seeds = [settings.seed] * len(schedules) if seeds is None else list(seeds)
+    if len(seeds) != len(schedules) or not schedules:
+        raise ValueError(f"run_batch needs one seed per schedule and at least one member; got {len(seeds)} seeds "
+                         f"for {len(schedules)} schedules")
+    return _Engine(problem, make_optimizer, schedules, settings, seeds, True, None).run()
 
 
-def _minibatch_loop(work: Problem, optimizer: Optimizer, schedule: Schedule, settings: RunSettings,
-                    monitor: "_Monitor", theta: np.ndarray, state):
-    """Minibatch steps: each epoch visits every sample once, in batches of ``batch_size``
-    (the last batch may be smaller), reshuffled each epoch if ``shuffle``. A step uses its
-    batch's mean gradient −(2/|B|) A_Bᵀ(b_B − A_B θ); the convergence tests use the full one."""
-    A, b = work.A, work.b
-    n, size = A.shape[0], settings.batch_size
-    grad_matrix = A.T * (-2.0 / n)
-    sample_matrix = A * -2.0
-    steps_per_epoch = -(-n // size)
-    rng = np.random.default_rng(settings.seed)
-    update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
-    delta = np.zeros_like(theta)
-    t, next_event, batches = 0, 0, []
-    for first in range(0, settings.max_steps + 1, BLOCK):
-        rates = schedule(np.arange(first, min(first + BLOCK, settings.max_steps + 1))).tolist()
-        for lr in rates:
-            k = t % steps_per_epoch
-            if k == 0:  # a new epoch: a new order, its batches sliced once
-                order = rng.permutation(n) if settings.shuffle else np.arange(n)
-                batches = [(A[i], b[i], A[i].T * (-2.0 / len(i)), sample_matrix[i])
-                           for i in (order[j:j + size] for j in range(0, n, size))]
-                if begin_epoch is not None:
-                    state = begin_epoch((b - A @ theta)[:, np.newaxis] * sample_matrix, state)
-            if t == next_event:
+def _take(arrays: Any, keep: np.ndarray) -> Any:
+    return None if arrays is None else arrays[keep]
+
+
+class _Engine:
+    """The loop, its setup and the removal of stopped members."""
+
+    def __init__(self, problem: Problem, make_optimizer: OptimizerFactory, schedules: Sequence[Schedule],
+                 settings: RunSettings, seeds: Sequence[int], batched: bool, progress: Progress | None):
+        self.started = time.perf_counter()
+        self.problem, self.make_optimizer, self.schedules = problem, make_optimizer, list(schedules)
+        self.settings, self.seeds, self.batched = settings, list(seeds), batched
+        prototype = make_optimizer(np.arange(len(self.schedules)))
+        if prototype.reparametrize is None:
+            self.work, self.scale = problem, None
+        else:
+            self.work, self.scale = prototype.reparametrize(problem)
+        self.monitor = _Monitor(problem, self.scale, settings, progress, len(self.schedules), self.started)
+        self.members = np.arange(len(self.schedules))  # the members still running
+        self.optimizer = prototype
+
+    def run(self) -> list[RunResult]:
+        with np.errstate(all="ignore"):  # overflow and underflow are detected and reported as statuses
+            theta0 = self.work.theta0[:, np.newaxis]
+            theta = np.repeat(theta0[np.newaxis], len(self.members), axis=0) if self.batched else theta0.copy()
+            size = self.settings.batch_size
+            if size is not None and size < self.work.A.shape[0]:
+                self._minibatch_loop(theta)
+            else:
+                self._full_batch_loop(theta)
+        return [self.monitor.result(j) for j in range(len(self.schedules))]
+
+    def _rates(self, first: int) -> Any:
+        """Step sizes for steps first.. of a block: floats (one run) or (steps, B, 1, 1) arrays."""
+        steps = np.arange(first, min(first + BLOCK, self.settings.max_steps + 1))
+        if not self.batched:
+            return self.schedules[0](steps).tolist()
+        values = np.stack([self.schedules[j](steps) for j in self.members], axis=1)
+        return values[:, :, np.newaxis, np.newaxis]
+
+    def _stop(self, stopped: np.ndarray, theta: np.ndarray, state: Any, rates: Any, *members_arrays: Any):
+        """Drop the members that stopped from every per-member array; rebuild the optimizer."""
+        keep = ~stopped
+        self.members = self.members[keep]
+        self.optimizer = self.make_optimizer(self.members)
+        return (theta[keep], compact_state(state, keep), rates[:, keep],
+                *(_take(arrays, keep) for arrays in members_arrays))
+
+    def _full_batch_loop(self, theta: np.ndarray) -> None:
+        A, b = self.work.A, self.work.b[:, np.newaxis]
+        grad_matrix = A.T * (-2.0 / A.shape[0])  # ∇f(θ) = grad_matrix @ (b − Aθ)
+        # column j times r_j is ∇f_j(θ), f_j = (b_j − a_jᵀθ)²; a copy of A, so only made when needed
+        optimizer, monitor = self.optimizer, self.monitor
+        needs_samples = optimizer.begin_epoch is not None or optimizer.observe is not None
+        sample_matrix = A.T * -2.0 if needs_samples else None
+        state = optimizer.init(theta)
+        delta = np.zeros_like(theta)
+        t, next_event = 0, 0
+        for first in range(0, self.settings.max_steps + 1, BLOCK):
+            rates = self._rates(first)
+            update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
+            for i in range(len(rates)):
+                lr = rates[i]
                 r = b - A @ theta
-                status = monitor.event(t, theta, r, grad_matrix @ r, delta, lr)
-                if status is not None:
-                    return theta, state, t, status
-                next_event = monitor.next_event
-            A_batch, b_batch, batch_grad, batch_samples = batches[k]
-            r_batch = b_batch - A_batch @ theta
-            if observe is not None:
-                state = observe(r_batch[:, np.newaxis] * batch_samples, state)
-            delta, state = update(batch_grad @ r_batch, state, lr)
-            theta = theta + delta
-            t += 1
-    raise AssertionError("the monitor stops every run at max_steps")
+                g = grad_matrix @ r
+                if t == next_event:
+                    stopped = monitor.event(t, self.members, theta, r, g, delta, lr)
+                    if stopped is not None:
+                        if stopped.all():
+                            return
+                        theta, state, rates, r, g, delta = self._stop(stopped, theta, state, rates, r, g, delta)
+                        optimizer = self.optimizer
+                        update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
+                        lr = rates[i]
+                    next_event = monitor.next_event
+                # Full-batch steps: every epoch is one step, seeing every sample once.
+                if begin_epoch is not None:
+                    state = begin_epoch(sample_matrix * r.swapaxes(-1, -2), state)
+                if observe is not None:
+                    state = observe(sample_matrix * r.swapaxes(-1, -2), state)
+                delta, state = update(g, state, lr)
+                theta = theta + delta
+                t += 1
 
+    def _minibatch_loop(self, theta: np.ndarray) -> None:
+        """Minibatch steps: each epoch visits every sample once, in batches of ``batch_size``
+        (the last batch may be smaller), reshuffled each epoch if ``shuffle`` (each member
+        with its own seed). A step uses its batch's mean gradient −(2/|B|) A_Bᵀ(b_B − A_B θ);
+        the convergence tests use the full one."""
+        A, b = self.work.A, self.work.b[:, np.newaxis]
+        n, size = A.shape[0], self.settings.batch_size
+        grad_matrix = A.T * (-2.0 / n)
+        sample_matrix = A.T * -2.0
+        steps_per_epoch = -(-n // size)
+        rngs = [np.random.default_rng(seed) for seed in self.seeds]
+        optimizer, monitor = self.optimizer, self.monitor
+        state = optimizer.init(theta)
+        delta = np.zeros_like(theta)
+        t, next_event, batches = 0, 0, []
+        for first in range(0, self.settings.max_steps + 1, BLOCK):
+            rates = self._rates(first)
+            update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
+            for i in range(len(rates)):
+                lr = rates[i]
+                k = t % steps_per_epoch
+                if k == 0:  # a new epoch: a new order, its batches sliced once
+                    batches = self._epoch_batches(A, b, sample_matrix, rngs, size)
+                    if begin_epoch is not None:
+                        state = begin_epoch(sample_matrix * (b - A @ theta).swapaxes(-1, -2), state)
+                if t == next_event:
+                    r = b - A @ theta
+                    stopped = monitor.event(t, self.members, theta, r, grad_matrix @ r, delta, lr)
+                    if stopped is not None:
+                        if stopped.all():
+                            return
+                        theta, state, rates, delta = self._stop(stopped, theta, state, rates, delta)
+                        rngs = [rng for rng, kept in zip(rngs, ~stopped) if kept]
+                        batches = [tuple(part[~stopped] for part in batch) for batch in batches]
+                        optimizer = self.optimizer
+                        update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
+                        lr = rates[i]
+                    next_event = monitor.next_event
+                A_batch, b_batch, batch_grad, batch_samples = batches[k]
+                r_batch = b_batch - A_batch @ theta
+                if observe is not None:
+                    state = observe(batch_samples * r_batch.swapaxes(-1, -2), state)
+                delta, state = update(batch_grad @ r_batch, state, lr)
+                theta = theta + delta
+                t += 1
+        raise AssertionError("the monitor stops every run at max_steps")
 
-def _result(theta: np.ndarray, scale: np.ndarray | None, status: str, t: int, started: float,
-            monitor: "_Monitor") -> RunResult:
-    limit = theta if scale is None else theta * scale
-    return RunResult(
-        theta=limit,
-        status=status,
-        message=monitor.message,
-        steps=t,
-        wall_time_s=time.perf_counter() - started,
-        final_loss=monitor.last_loss,
-        step_norm=monitor.last_step_norm,
-        grad_norm=monitor.last_grad_norm,
-        trajectory=monitor.trajectory(),
-    )
+    def _epoch_batches(self, A, b, sample_matrix, rngs, size):
+        """(A_B, b_B, −(2/|B|) A_Bᵀ, sample columns of B) for every batch of the next epoch,
+        with a leading member axis in a batch run (each member has its own order)."""
+        n = A.shape[0]
+        orders = [rng.permutation(n) if self.settings.shuffle else np.arange(n) for rng in rngs]
+        order = np.stack(orders) if self.batched else orders[0]
+        batches = []
+        for j in range(0, n, size):
+            rows = order[..., j:j + size]
+            A_rows = A[rows]
+            batches.append((A_rows, b[rows], A_rows.swapaxes(-1, -2) * (-2.0 / rows.shape[-1]),
+                            np.swapaxes(sample_matrix.T[rows], -1, -2)))
+        return batches
 
 
 class _Monitor:
-    """Everything the loop does only now and then: record, test, decide to stop."""
+    """Everything the loop does only now and then, for every running member at once:
+    record, test, decide which members stop."""
 
-    def __init__(self, problem: Problem, scale: np.ndarray | None, settings: RunSettings, progress: Progress | None):
-        self.settings = settings
-        self.progress = progress
-        self.scale = scale
+    def __init__(self, problem: Problem, scale: np.ndarray | None, settings: RunSettings,
+                 progress: Progress | None, count: int, started: float):
+        self.settings, self.progress, self.started = settings, progress, started
+        self.scale = None if scale is None else scale[:, np.newaxis]
         A, b = problem.A, problem.b
         self.n = A.shape[0]
-        self.abs_A, self.abs_b = np.abs(A), np.abs(b)
+        self.abs_A, self.abs_b = np.abs(A), np.abs(b)[:, np.newaxis]
         frobenius = float(np.linalg.norm(A))
         b_norm = float(np.linalg.norm(b))
         self.frobenius, self.b_norm = frobenius, b_norm
         self.theta_floor = b_norm / frobenius if frobenius > 0 else 0.0
         self.record_steps = log_spaced_steps(settings.max_steps, settings.records_per_decade).tolist()
         size = len(self.record_steps) + 1
-        self.steps = np.zeros(size, dtype=np.int64)
-        self.thetas = np.zeros((size, A.shape[1]))
-        self.losses = np.zeros(size)
-        self.rates = np.zeros(size)
-        self.count = 0
+        self.steps = np.zeros((count, size), dtype=np.int64)
+        self.thetas = np.zeros((count, size, A.shape[1]))
+        self.losses = np.zeros((count, size))
+        self.rates = np.zeros((count, size))
+        self.counts = np.zeros(count, dtype=np.int64)
         self.next_record_index = 0
         self.next_check = 0
         self.next_event = 0
         loss_scale = max(loss(problem, problem.theta0), b_norm * b_norm / self.n, np.finfo(np.float64).tiny)
         self.divergence_threshold = settings.divergence_factor * loss_scale
-        self.message = ""
-        self.last_loss = math.nan
-        self.last_step_norm = math.nan
-        self.last_grad_norm = math.nan
+        self.status = [""] * count
+        self.message = [""] * count
+        self.stop_step = np.zeros(count, dtype=np.int64)
+        self.wall_time = np.zeros(count)
+        self.last_loss = np.full(count, math.nan)
+        self.last_step_norm = np.full(count, math.nan)
+        self.last_grad_norm = np.full(count, math.nan)
 
-    def event(self, t: int, theta: np.ndarray, r: np.ndarray, g: np.ndarray, delta: np.ndarray, lr: float) -> str | None:
-        current_loss = float(r @ r) / self.n
-        self.last_loss = current_loss
+    def event(self, t: int, members: np.ndarray, theta: np.ndarray, r: np.ndarray, g: np.ndarray,
+              delta: np.ndarray, lr: Any) -> np.ndarray | None:
+        """Record and test at step t; return a mask of the members that stop (None if none)."""
+        if theta.ndim == 2:  # one run: give it the member axis
+            theta, r, g, delta = theta[np.newaxis], r[np.newaxis], g[np.newaxis], delta[np.newaxis]
+        current_loss = _dots(r) / self.n
+        self.last_loss[members] = current_loss
+        rates = np.broadcast_to(np.reshape(lr, -1), members.shape)
         if self.next_record_index < len(self.record_steps) and t == self.record_steps[self.next_record_index]:
-            self._record(t, self._original(theta), current_loss, lr)
+            self._record(members, t, self._original(theta), current_loss, rates)
             self.next_record_index += 1
-        status = None
+        stopped = None
         if t == self.next_check or t == self.settings.max_steps:
-            status = self._test(t, theta, r, g, delta, current_loss)
+            stopped = self._test(t, members, theta, r, g, delta, current_loss)
             self.next_check = t + max(self.settings.check_every, int(t * self.settings.check_fraction))
-            if self.progress is not None and status is None:
-                self.progress(t, current_loss, self._original(theta))
-        if status is not None:
-            if self.count == 0 or self.steps[self.count - 1] != t:
-                self._record(t, self._original(theta), current_loss, lr)
-            return status
+            if self.progress is not None and stopped is None:
+                self.progress(t, float(current_loss[0]), self._original(theta)[0, :, 0])
+        if stopped is not None:
+            ended = members[stopped]
+            last = self.steps[ended, np.maximum(self.counts[ended] - 1, 0)]
+            missing = (self.counts[ended] == 0) | (last != t)
+            if missing.any():
+                self._record(ended[missing], t, self._original(theta[stopped][missing]),
+                             current_loss[stopped][missing], rates[stopped][missing])
+            self.stop_step[ended] = t
+            self.wall_time[ended] = time.perf_counter() - self.started
+            if stopped.all():
+                return stopped
         self.next_event = min(self.next_check, self.settings.max_steps)
         if self.next_record_index < len(self.record_steps):
             self.next_event = min(self.next_event, self.record_steps[self.next_record_index])
-        return None
+        return stopped
 
     def _original(self, theta: np.ndarray) -> np.ndarray:
-        """A point in the problem's coordinates (the optimizer may run in rescaled ones)."""
+        """Points in the problem's coordinates (the optimizer may run in rescaled ones)."""
         return theta if self.scale is None else theta * self.scale
 
-    def _record(self, t: int, theta: np.ndarray, current_loss: float, lr: float) -> None:
-        k = self.count
-        self.steps[k], self.thetas[k], self.losses[k], self.rates[k] = t, theta, current_loss, lr
-        self.count += 1
+    def _record(self, members: np.ndarray, t: int, theta: np.ndarray, current_loss: np.ndarray, rates: np.ndarray) -> None:
+        k = self.counts[members]
+        self.steps[members, k], self.thetas[members, k] = t, theta[:, :, 0]
+        self.losses[members, k], self.rates[members, k] = current_loss, rates
+        self.counts[members] = k + 1
 
-    def _test(self, t: int, theta: np.ndarray, r: np.ndarray, g: np.ndarray, delta: np.ndarray, current_loss: float) -> str | None:
+    def _test(self, t: int, members: np.ndarray, theta: np.ndarray, r: np.ndarray, g: np.ndarray,
+              delta: np.ndarray, current_loss: np.ndarray) -> np.ndarray | None:
         # A finite loss implies finite iterates: a non-finite coordinate of θ makes Aθ
         # non-finite unless its column is zero, and a zero column's coordinate never moves.
         s = self.settings
-        if not math.isfinite(current_loss):
-            self.message = (
-                f"non-finite loss at step {t} ({current_loss}): the iterates overflowed (the step size is "
-                f"far too large) or the data are too large for their squares to be represented in float64"
-            )
-            return "non_finite"
-        if current_loss > self.divergence_threshold:
-            self.message = (
-                f"diverged at step {t}: loss {current_loss:.3g} exceeded {s.divergence_factor:g} "
-                f"times its initial scale; the step size is too large for this problem"
-            )
-            return "diverged"
-        theta, g = self._original(theta), g if self.scale is None else g / self.scale  # ∇_θ f = ∇_θ' f / s
-        grad_norm = math.sqrt(float(g @ g))
-        theta_norm = math.sqrt(float(theta @ theta))
-        self.last_grad_norm = grad_norm
+        final = t >= s.max_steps
+        non_finite = ~np.isfinite(current_loss)
+        diverged = ~non_finite & (current_loss > self.divergence_threshold)
+        theta = self._original(theta)
+        if self.scale is not None:
+            g = g / self.scale  # ∇_θ f = ∇_θ' f / s
+        grad_norm = np.sqrt(_dots(g))
+        theta_norm = np.sqrt(_dots(theta))
+        healthy = ~(non_finite | diverged)
+        self.last_grad_norm[members[healthy]] = grad_norm[healthy]
         # Fast path: ‖A‖_F (‖b‖ + ‖A‖_F ‖θ‖) bounds the exact scale from above, so a gradient
         # above this bound fails the test without computing the exact scale.
-        rough_bound = s.grad_tol * (2.0 / self.n) * self.frobenius * (self.b_norm + self.frobenius * theta_norm)
-        if grad_norm > rough_bound and t < s.max_steps:
-            return None
-        terms = self.abs_A.T @ (self.abs_b + self.abs_A @ np.abs(theta))
-        grad_bound = s.grad_tol * (2.0 / self.n) * math.sqrt(float(terms @ terms))
-        step_norm = math.sqrt(float(self._original(delta) @ self._original(delta))) if t > 0 else math.inf
-        step_bound = s.step_tol * max(theta_norm, self.theta_floor)
-        self.last_step_norm = step_norm
-        # A norm or bound that overflowed (data beyond ~1e150, whose squares leave float64)
-        # must not pass as inf <= inf.
-        grad_ok = grad_norm <= grad_bound < math.inf
-        step_ok = step_norm <= step_bound < math.inf
-        tests = f"step {step_norm:.2e} (tol {step_bound:.1e}), gradient {grad_norm:.2e} (tol {grad_bound:.1e})"
-        if step_ok and grad_ok:
-            exact = " The residual is exactly 0.0: the iterate solves the equations in float64 and no update moves it." if not np.any(r) else ""
-            self.message = f"converged at step {t}: {tests}.{exact}"
-            return "converged"
-        if t < s.max_steps:
-            return None
-        if step_ok:
-            self.message = (
-                f"max_steps={t} reached, stalled: the steps vanished before the gradient did "
-                f"(the schedule's total step size may be too small to reach a solution); {tests}"
-            )
-        else:
-            self.message = f"max_steps={t} reached while still moving: {tests}"
-        return "max_steps"
+        rough = s.grad_tol * (2.0 / self.n) * self.frobenius
+        candidates = healthy & (final | (grad_norm <= rough * (self.b_norm + self.frobenius * theta_norm)))
+        converged = np.zeros_like(healthy)
+        if candidates.any():
+            c = candidates
+            terms = self.abs_A.T @ (self.abs_b + self.abs_A @ np.abs(theta[c]))
+            grad_bound = s.grad_tol * (2.0 / self.n) * np.sqrt(_dots(terms))
+            step_norm = np.sqrt(_dots(self._original(delta[c]))) if t > 0 else np.full(int(c.sum()), math.inf)
+            step_bound = s.step_tol * np.maximum(theta_norm[c], self.theta_floor)
+            self.last_step_norm[members[c]] = step_norm
+            # A norm or bound that overflowed (data beyond ~1e150, whose squares leave float64)
+            # must not pass as inf <= inf.
+            grad_ok = (grad_norm[c] <= grad_bound) & (grad_bound < math.inf)
+            step_ok = (step_norm <= step_bound) & (step_bound < math.inf)
+            converged[c] = grad_ok & step_ok
+            for j, index in enumerate(np.flatnonzero(c)):
+                if not (converged[index] or final):
+                    continue
+                tests = (f"step {step_norm[j]:.2e} (tol {step_bound[j]:.1e}), "
+                         f"gradient {grad_norm[index]:.2e} (tol {grad_bound[j]:.1e})")
+                member = members[index]
+                if converged[index]:
+                    exact = (" The residual is exactly 0.0: the iterate solves the equations in float64 and no "
+                             "update moves it.") if not np.any(r[index]) else ""
+                    self._stop(member, "converged", f"converged at step {t}: {tests}.{exact}")
+                elif step_ok[j]:
+                    self._stop(member, "max_steps",
+                               f"max_steps={t} reached, stalled: the steps vanished before the gradient did "
+                               f"(the schedule's total step size may be too small to reach a solution); {tests}")
+                else:
+                    self._stop(member, "max_steps", f"max_steps={t} reached while still moving: {tests}")
+        for index in np.flatnonzero(non_finite):
+            self._stop(members[index], "non_finite", (
+                f"non-finite loss at step {t} ({current_loss[index]}): the iterates overflowed (the step size is "
+                f"far too large) or the data are too large for their squares to be represented in float64"))
+        for index in np.flatnonzero(diverged):
+            self._stop(members[index], "diverged", (
+                f"diverged at step {t}: loss {current_loss[index]:.3g} exceeded {s.divergence_factor:g} "
+                f"times its initial scale; the step size is too large for this problem"))
+        stopped = converged | non_finite | diverged | (final & candidates)
+        return stopped if stopped.any() else None
 
-    def trajectory(self) -> Trajectory:
-        k = self.count
-        return Trajectory(self.steps[:k].copy(), self.thetas[:k].copy(), self.losses[:k].copy(), self.rates[:k].copy())
+    def _stop(self, member: int, status: str, message: str) -> None:
+        self.status[member], self.message[member] = status, message
+
+    def result(self, j: int) -> RunResult:
+        k = self.counts[j]
+        trajectory = Trajectory(self.steps[j, :k].copy(), self.thetas[j, :k].copy(), self.losses[j, :k].copy(),
+                                self.rates[j, :k].copy())
+        return RunResult(
+            theta=trajectory.theta[-1].copy(),
+            status=self.status[j],
+            message=self.message[j],
+            steps=int(self.stop_step[j]),
+            wall_time_s=float(self.wall_time[j]),
+            final_loss=float(self.last_loss[j]),
+            step_norm=float(self.last_step_norm[j]),
+            grad_norm=float(self.last_grad_norm[j]),
+            trajectory=trajectory,
+        )
+
+
+def _dots(x: np.ndarray) -> np.ndarray:
+    """x_jᵀ x_j for every member j of a (B, m, 1) stack, shape (B,): one BLAS dot per member."""
+    return (x.swapaxes(-1, -2) @ x)[:, 0, 0]

@@ -75,11 +75,11 @@ def test_literal_rescaled_sgd_is_preconditioned_gd_with_p_equal_s_squared(p):
     st.lists(st.floats(-1e3, 1e3, allow_nan=False).filter(lambda x: x == 0 or abs(x) > 1e-150), min_size=d, max_size=d),
     st.lists(st.floats(1e-3, 1e3), min_size=d, max_size=d))))
 def test_sign_descent_is_unchanged_by_positive_diagonal_rescaling_of_the_gradient(pair):
-    g, scale = np.array(pair[0]), np.array(pair[1])
+    g, scale = np.array(pair[0])[:, None], np.array(pair[1])[:, None]  # columns; one sample
     for opt in (sign_sgd(), epoch_rms_adam(0.0, "current")):
         state = opt.init(np.zeros_like(g))
-        plain_state = opt.begin_epoch(g[None], state) if opt.begin_epoch else state
-        scaled_state = opt.begin_epoch((g * scale)[None], state) if opt.begin_epoch else state
+        plain_state = opt.begin_epoch(g, state) if opt.begin_epoch else state
+        scaled_state = opt.begin_epoch(g * scale, state) if opt.begin_epoch else state
         plain, _ = opt.update(g, plain_state, 0.1)
         scaled, _ = opt.update(g * scale, scaled_state, 0.1)
         np.testing.assert_allclose(plain, scaled, rtol=1e-12, atol=0)
@@ -139,7 +139,7 @@ def test_inconsistent_system_gd_goes_to_the_least_squares_point_nearest_theta0()
 
 def recording_optimizer(seen):
     def observe(sample_grads, state):
-        seen.append(sample_grads.shape[0])
+        seen.append(sample_grads.shape[-1])  # one column per sample
         return state
 
     return Optimizer(lambda theta0: EmptyState(), lambda g, s, lr: (g * -lr, s), observe=observe)
@@ -165,12 +165,12 @@ def test_batch_size_n_is_full_batch_and_shuffling_is_seeded():
 
 
 def test_epoch_rms_adam_previous_uses_the_last_epochs_gradients():
-    opt = epoch_rms_adam(0.0, "previous")
-    state = opt.begin_epoch(np.array([[2.0, 1.0]]), opt.init(np.zeros(2)))  # first epoch: current
-    np.testing.assert_allclose(state.scale, [0.5, 1.0])
-    state = opt.observe(np.array([[4.0, 1.0], [0.0, 1.0]]), state)
-    state = opt.begin_epoch(np.array([[100.0, 100.0]]), state)  # ignored: the previous epoch counts
-    np.testing.assert_allclose(state.scale, [1 / np.sqrt(8.0), 1.0])
+    opt = epoch_rms_adam(0.0, "previous")  # sample gradients are columns
+    state = opt.begin_epoch(np.array([[2.0], [1.0]]), opt.init(np.zeros((2, 1))))  # first epoch: current
+    np.testing.assert_allclose(state.scale, [[0.5], [1.0]])
+    state = opt.observe(np.array([[4.0, 0.0], [1.0, 1.0]]), state)
+    state = opt.begin_epoch(np.array([[100.0], [100.0]]), state)  # ignored: the previous epoch counts
+    np.testing.assert_allclose(state.scale, [[1 / np.sqrt(8.0)], [1.0]])
 
 
 # ---------------------------------------------------------------- files

@@ -24,28 +24,28 @@ def test_sign_sgd_step_has_sign_of_zero_equal_zero():
 
 def test_epoch_rms_adam_uses_the_epoch_mean_of_squared_sample_gradients():
     opt = O.epoch_rms_adam(0.0, "current")
-    state = opt.init(np.zeros(3))
-    samples = np.array([[3.0, 0.0, 1.0], [4.0, 0.0, -1.0]])  # mean squares: 12.5, 0, 1
+    state = opt.init(np.zeros((3, 1)))
+    samples = np.array([[3.0, 0.0, 1.0], [4.0, 0.0, -1.0]]).T  # one column per sample; mean squares: 12.5, 0, 1
     state = opt.begin_epoch(samples, state)
-    np.testing.assert_allclose(state.scale, [1 / np.sqrt(12.5), 0.0, 1.0], rtol=1e-15)
-    delta, _ = opt.update(np.array([2.0, 0.0, -1.0]), state, 0.5)
-    np.testing.assert_allclose(delta, [-0.5 * 2 / np.sqrt(12.5), 0.0, 0.5], rtol=1e-15)
+    np.testing.assert_allclose(state.scale[:, 0], [1 / np.sqrt(12.5), 0.0, 1.0], rtol=1e-15)
+    delta, _ = opt.update(np.array([[2.0], [0.0], [-1.0]]), state, 0.5)
+    np.testing.assert_allclose(delta[:, 0], [-0.5 * 2 / np.sqrt(12.5), 0.0, 0.5], rtol=1e-15)
 
 
 def test_epoch_rms_adam_with_one_sample_is_sign_descent():
     opt = O.epoch_rms_adam(0.0, "current")
-    g = np.array([-2.0, -0.2, -0.02])
-    state = opt.begin_epoch(g[np.newaxis], opt.init(np.zeros(3)))
+    g = np.array([[-2.0], [-0.2], [-0.02]])  # a column: one sample
+    state = opt.begin_epoch(g, opt.init(np.zeros((3, 1))))
     delta, _ = opt.update(g, state, 0.1)
-    np.testing.assert_allclose(delta, [0.1, 0.1, 0.1], rtol=1e-15)
+    np.testing.assert_allclose(delta, [[0.1], [0.1], [0.1]], rtol=1e-15)
 
 
 def test_epoch_rms_adam_eps_adds_to_the_root():
     opt = O.epoch_rms_adam(1.0, "current")
-    g = np.array([3.0])
-    state = opt.begin_epoch(g[np.newaxis], opt.init(np.zeros(1)))
+    g = np.array([[3.0]])
+    state = opt.begin_epoch(g, opt.init(np.zeros((1, 1))))
     delta, _ = opt.update(g, state, 1.0)
-    np.testing.assert_allclose(delta, [-3.0 / (3.0 + 1.0)], rtol=1e-15)
+    np.testing.assert_allclose(delta, [[-3.0 / (3.0 + 1.0)]], rtol=1e-15)
 
 
 def test_rescaled_sgd_runs_in_unit_second_moment_coordinates():
@@ -75,10 +75,10 @@ def test_updates_do_not_modify_their_inputs(name):
     from conftest import build_config
 
     opt = build_config([f"optimizer={name}"]).optimizer.built
-    g = np.array([1.0, -2.0, 3.0])
-    state = opt.init(np.zeros(3))
+    g = np.array([[1.0], [-2.0], [3.0]])  # a column, as the runner passes it
+    state = opt.init(np.zeros((3, 1)))
     if opt.begin_epoch is not None:
-        state = opt.begin_epoch(g[np.newaxis], state)
+        state = opt.begin_epoch(g, state)
     before = g.copy()
     opt.update(g, state, 0.1)
     np.testing.assert_array_equal(g, before)

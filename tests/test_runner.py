@@ -18,7 +18,7 @@ def stub(update) -> Optimizer:
 def test_moving_with_zero_gradient_is_not_convergence():
     # f depends on θ₁ only; the stub walks along θ₂, so the gradient is 0 throughout
     problem = single_equation(np.array([1.0, 0.0]), 0.0, None)
-    drift = stub(lambda g, lr: np.array([0.0, lr]))
+    drift = stub(lambda g, lr: np.array([[0.0], [lr]]))  # a column, as θ is
     result = run(problem, drift, constant(1e-3), RunSettings(max_steps=500))
     assert result.status == "max_steps"
     assert "still moving" in result.message

@@ -1,0 +1,102 @@
+"""Many experiments, few loops: group the experiments of a sweep that can share one
+vectorized loop, and run each group with :func:`implicit_bias.runner.run_batch`.
+
+Members of a group must share
+  * the dataset (its name and every parameter, so the same A, b and θ0),
+  * the optimizer and each of its parameters that is not a number (``norm``,
+    ``eps_placement``, ``bias_correction``, ``epoch_gradients``, ``diagonal``, …),
+  * the run settings other than ``seed``.
+
+They may differ in
+  * the optimizer's numeric hyperparameters (ε, β1, β2, momentum, p, …), passed to the
+    optimizer as (B, 1, 1) arrays,
+  * the whole schedule (any schedule, any ``lr``: every member's step sizes come from its own
+    schedule),
+  * the seed, and everything used only after the run (``figure``, ``verdict_tol``, ``progress``).
+
+Experiments that differ in anything else land in separate groups automatically; a group
+of one is simply a batch of one. Each member's result is bit-for-bit what
+:func:`implicit_bias.runner.run` gives for it alone (see the runner's docstring), except
+``wall_time_s``, which is the time from the start of the group's loop to the member's stop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .build import Experiment
+from .optimizers import OPTIMIZERS
+from .runner import RunResult, run_batch
+
+log = logging.getLogger(__name__)
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for a config value."""
+    if isinstance(value, np.ndarray):
+        return ("array", value.shape, tuple(value.ravel().tolist()))
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def group_key(experiment: Experiment) -> tuple:
+    """Experiments with equal keys can run in one loop."""
+    optimizer = experiment.optimizer
+    fixed = {k: v for k, v in optimizer.params.items() if not _numeric(v)}
+    return (
+        experiment.dataset.name, _freeze(experiment.dataset.params),
+        optimizer.name, tuple(sorted(optimizer.params)), _freeze(fixed),
+        _freeze(experiment.settings._replace(seed=0)._asdict()),
+    )
+
+
+def groups(experiments: Sequence[Experiment | None]) -> list[list[int]]:
+    """Indices of the experiments that share a loop, in order of first appearance (None: skipped)."""
+    found: dict[tuple, list[int]] = {}
+    for index, experiment in enumerate(experiments):
+        if experiment is not None:
+            found.setdefault(group_key(experiment), []).append(index)
+    return list(found.values())
+
+
+def run_group(experiments: Sequence[Experiment]) -> list[RunResult]:
+    """Run experiments that share a :func:`group_key` as one batch; one result each."""
+    first = experiments[0]
+    if any(group_key(e) != group_key(first) for e in experiments):
+        raise ValueError("run_group needs experiments that share a group_key")
+    factory = OPTIMIZERS[first.optimizer.name].factory
+    stacked = {key: np.array([e.optimizer.params[key] for e in experiments], dtype=np.float64)[:, None, None]
+               for key, value in first.optimizer.params.items() if _numeric(value)}
+
+    def make_optimizer(members: np.ndarray):
+        return factory(**{**first.optimizer.params, **{key: values[members] for key, values in stacked.items()}})
+
+    return run_batch(first.problem, make_optimizer, [e.schedule.built for e in experiments], first.settings,
+                     [e.settings.seed for e in experiments])
+
+
+def run_all(experiments: Sequence[Experiment | None]) -> list[RunResult | None]:
+    """Run every experiment (None: nothing to run), group by group. A group whose loop raises
+    is logged and left without results (None), so its members can be run one by one, where
+    an error is recorded against the job that causes it."""
+    results: list[RunResult | None] = [None] * len(experiments)
+    for members in groups(experiments):
+        log.info("batched loop: %d run%s of %s", len(members), "" if len(members) == 1 else "s",
+                 experiments[members[0]].optimizer.name)
+        try:
+            for index, result in zip(members, run_group([experiments[i] for i in members])):
+                results[index] = result
+        except Exception:  # noqa: BLE001 - its jobs then run alone, like plain multirun jobs
+            log.exception("a batched loop failed; its %d jobs will run one by one", len(members))
+    return results
