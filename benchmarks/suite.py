@@ -4,13 +4,16 @@
 
 1. per-step cost of single runs on the homework problem, against hand numpy loops
    (benchmarks/step_cost.py);
-2. start-up: ``implicit-bias figure=false`` wall time against a bare Hydra app that imports
+2. batched runs: per run-step cost of 1000 members in one loop against a single run, and a
+   1000-configuration Adam grid from the command line, batched against a plain multirun
+   (benchmarks/batched.py);
+3. start-up: ``implicit-bias figure=false`` wall time against a bare Hydra app that imports
    numpy (the floor any Hydra + numpy command pays);
-3. large GD: per-step time on an n = 1000, d = 100 000 float64 system against the memory
+4. large GD: per-step time on an n = 1000, d = 100 000 float64 system against the memory
    bound, reading A twice at the streaming bandwidth measured here.
 
-Not measured yet: batched sweeps (the batched sweeper does not exist yet).
-The machine is noisy: read the ratios, not the absolute times.
+``--quick`` shortens every part (100-configuration grid). The machine is noisy: read the
+ratios, not the absolute times.
 """
 
 from __future__ import annotations
@@ -102,6 +105,8 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}")
     subprocess.run([sys.executable, str(HERE / "step_cost.py"), "--steps", "20000" if args.quick else "100000",
                     "--repeats", str(repeats)], check=True)
+    subprocess.run([sys.executable, str(HERE / "batched.py"), "--steps", "2000" if args.quick else "10000",
+                    "--repeats", "3", "--grid", "100" if args.quick else "1000"], check=True)
     startup(repeats)
     large_gd(1000, args.d, repeats)
 

@@ -7,6 +7,7 @@ with any JSON reader; the ``status`` field says why a number is missing.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -34,15 +35,21 @@ FIGURE_FILE = "trajectory.png"
 _DISTRIBUTIONS = ("implicit-bias", "numpy", "scipy", "matplotlib", "hydra-core", "omegaconf")
 
 
-def package_versions() -> dict[str, str | None]:
-    """Versions of Python and the packages that can change a result (read without importing them)."""
-    versions: dict[str, str | None] = {"python": platform.python_version()}
+@functools.lru_cache(maxsize=None)
+def _versions() -> tuple[tuple[str, str | None], ...]:
+    versions = [("python", platform.python_version())]
     for name in _DISTRIBUTIONS:
         try:
-            versions[name] = metadata.version(name)
+            versions.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+            versions.append((name, None))
+    return tuple(versions)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python and the packages that can change a result (read without importing
+    them; read once per process, as a sweep's jobs share it)."""
+    return dict(_versions())
 
 
 def jsonable(value: Any) -> Any:

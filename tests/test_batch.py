@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from conftest import build_config, run_cli
 
 from implicit_bias.batch import group_key, groups, run_all, run_group
@@ -130,8 +131,14 @@ def test_batched_sweep_writes_the_same_records_and_summary_as_a_plain_multirun(t
         b = json.loads((tmp_path / "batched" / str(job) / "result.json").read_text())
         p.pop("wall_time_s"), b.pop("wall_time_s")
         assert p == b
-        assert (tmp_path / "batched" / str(job) / ".hydra" / "overrides.yaml").read_text() == \
-            (tmp_path / "plain" / str(job) / ".hydra" / "overrides.yaml").read_text()
+        # the job's composed config is Hydra's own, even where the sweeper derived it from another job's
+        for name in ("overrides.yaml", "config.yaml"):
+            assert (tmp_path / "batched" / str(job) / ".hydra" / name).read_text() == \
+                (tmp_path / "plain" / str(job) / ".hydra" / name).read_text()
+        hydra_plain, hydra_batched = (yaml.safe_load((tmp_path / kind / str(job) / ".hydra" / "hydra.yaml").read_text())
+                                      ["hydra"] for kind in ("plain", "batched"))
+        assert hydra_batched["job"] == hydra_plain["job"] and hydra_batched["overrides"]["task"] == hydra_plain["overrides"]["task"]
+        assert hydra_batched["runtime"]["output_dir"].endswith(f"batched/{job}")
         if p["status"] != "invalid_config":
             with np.load(tmp_path / "plain" / str(job) / "trajectory.npz") as x, \
                     np.load(tmp_path / "batched" / str(job) / "trajectory.npz") as y:

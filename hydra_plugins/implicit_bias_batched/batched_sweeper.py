@@ -21,12 +21,14 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -34,6 +36,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 log = logging.getLogger(__name__)
+
+
+def _is_value_override(override: Override, is_group: Callable[[str], bool]) -> bool:
+    """``key=value`` for an existing key that is not a config group (nor a Hydra setting)."""
+    return (override.type == OverrideType.CHANGE and override.package is None and not override.is_sweep_override()
+            and not override.is_hydra_override() and not is_group(override.key_or_group))
 
 
 @dataclass
@@ -68,7 +76,7 @@ class BatchedSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
-        configs = [self._job_config(index, job) for index, job in enumerate(jobs)]
+        configs = self._job_configs(jobs)
         results = run_all([self._experiment(config) for config in configs])
 
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -86,13 +94,44 @@ class BatchedSweeper(Sweeper):
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [returns]
 
-    def _job_config(self, index: int, overrides: Sequence[str]) -> DictConfig:
+    def _job_configs(self, jobs: Sequence[Sequence[str]]) -> List[DictConfig]:
+        """Each job's composed config, as ``load_sweep_config`` gives it.
+
+        Composing costs ~0.1 s a job. Jobs whose overrides differ only in the values of
+        plain ``key=value`` overrides (not config groups, not ``+``/``~``/``hydra.``) share
+        the composition of the first of them; the others copy it and apply their values with
+        the function Hydra's own composition applies them with, then get their own
+        ``hydra.overrides.task``, ``override_dirname`` and job number — the fields Hydra
+        derives from the overrides. (A test compares the result with full composition.)
+        """
         assert self.hydra_context is not None and self.config is not None
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(config):
-            config.hydra.job.id = index
-            config.hydra.job.num = index
-        return config
+        loader = self.hydra_context.config_loader
+        parser = OverridesParser.create(config_loader=loader)
+        is_group = functools.lru_cache(maxsize=None)(lambda key: bool(loader.get_group_options(key)))
+        templates: Dict[tuple, DictConfig] = {}
+        configs = []
+        for index, job in enumerate(jobs):
+            parsed = parser.parse_overrides(list(job))
+            values = [o for o in parsed if _is_value_override(o, is_group)]
+            structure = (tuple(o.input_line for o in parsed if o not in values), tuple(o.key_or_group for o in values))
+            template = templates.get(structure)
+            if template is None:
+                config = templates[structure] = loader.load_sweep_config(self.config, list(job))
+            else:
+                config = copy.deepcopy(template)
+                ConfigLoaderImpl._apply_overrides_to_config(values, config)
+                naming = config.hydra.job.config.override_dirname
+                with read_write(config.hydra), open_dict(config.hydra):
+                    config.hydra.overrides.task = [o.input_line for o in parsed]
+                    config.hydra.job.override_dirname = get_overrides_dirname(
+                        overrides=parsed, kv_sep=naming.kv_sep, item_sep=naming.item_sep,
+                        exclude_keys=naming.exclude_keys)
+                OmegaConf.copy_cache(from_config=self.config, to_config=config)
+            with open_dict(config):
+                config.hydra.job.id = index
+                config.hydra.job.num = index
+            configs.append(config)
+        return configs
 
     @staticmethod
     def _experiment(config: DictConfig) -> Any:
@@ -102,11 +141,10 @@ class BatchedSweeper(Sweeper):
 
         previous = HydraConfig.instance().cfg
         HydraConfig.instance().set_config(config)  # as run_job does, for ${hydra:...} interpolations
-        try:
-            task_config = copy.deepcopy(config)
-            with read_write(task_config), open_dict(task_config):
-                del task_config["hydra"]
-            return build(OmegaConf.to_container(task_config, resolve=True))
+        try:  # the task's part of the config (all but hydra), resolved as the job will resolve it
+            task_config = {key: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+                           for key in config if key != "hydra" for node in [config[key]]}
+            return build(task_config)
         except (ConfigError, OmegaConfBaseException):
             return None
         finally:
