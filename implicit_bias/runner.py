@@ -343,7 +343,8 @@ class _Monitor:
         self.next_check = 0
         self.next_event = 0
         loss_scale = max(loss(problem, problem.theta0), b_norm * b_norm / self.n, np.finfo(np.float64).tiny)
-        self.divergence_threshold = settings.divergence_factor * loss_scale
+        # capped, so that "loss ≤ threshold" is False for an infinite loss
+        self.divergence_threshold = min(settings.divergence_factor * loss_scale, np.finfo(np.float64).max)
         self.status = [""] * count
         self.message = [""] * count
         self.stop_step = np.zeros(count, dtype=np.int64)
@@ -359,9 +360,8 @@ class _Monitor:
             theta, r, g, delta = theta[np.newaxis], r[np.newaxis], g[np.newaxis], delta[np.newaxis]
         current_loss = _dots(r) / self.n
         self.last_loss[members] = current_loss
-        rates = np.broadcast_to(np.reshape(lr, -1), members.shape)
         if self.next_record_index < len(self.record_steps) and t == self.record_steps[self.next_record_index]:
-            self._record(members, t, self._original(theta), current_loss, rates)
+            self._record(members, t, self._original(theta), current_loss, _per_member(lr, members))
             self.next_record_index += 1
         stopped = None
         if t == self.next_check or t == self.settings.max_steps:
@@ -375,7 +375,7 @@ class _Monitor:
             missing = (self.counts[ended] == 0) | (last != t)
             if missing.any():
                 self._record(ended[missing], t, self._original(theta[stopped][missing]),
-                             current_loss[stopped][missing], rates[stopped][missing])
+                             current_loss[stopped][missing], _per_member(lr, members)[stopped][missing])
             self.stop_step[ended] = t
             self.wall_time[ended] = time.perf_counter() - self.started
             if stopped.all():
@@ -401,19 +401,23 @@ class _Monitor:
         # non-finite unless its column is zero, and a zero column's coordinate never moves.
         s = self.settings
         final = t >= s.max_steps
-        non_finite = ~np.isfinite(current_loss)
-        diverged = ~non_finite & (current_loss > self.divergence_threshold)
+        healthy = current_loss <= self.divergence_threshold  # False for NaN and ±inf too
         theta = self._original(theta)
         if self.scale is not None:
             g = g / self.scale  # ∇_θ f = ∇_θ' f / s
         grad_norm = np.sqrt(_dots(g))
         theta_norm = np.sqrt(_dots(theta))
-        healthy = ~(non_finite | diverged)
-        self.last_grad_norm[members[healthy]] = grad_norm[healthy]
         # Fast path: ‖A‖_F (‖b‖ + ‖A‖_F ‖θ‖) bounds the exact scale from above, so a gradient
         # above this bound fails the test without computing the exact scale.
         rough = s.grad_tol * (2.0 / self.n) * self.frobenius
-        candidates = healthy & (final | (grad_norm <= rough * (self.b_norm + self.frobenius * theta_norm)))
+        candidates = healthy & (grad_norm <= rough * (self.b_norm + self.frobenius * theta_norm))
+        if not final and healthy.all() and not candidates.any():  # the common case: nobody stops
+            self.last_grad_norm[members] = grad_norm
+            return None
+        non_finite = ~np.isfinite(current_loss)
+        diverged = ~non_finite & ~healthy
+        self.last_grad_norm[members[healthy]] = grad_norm[healthy]
+        candidates |= healthy & final
         converged = np.zeros_like(healthy)
         if candidates.any():
             c = candidates
@@ -472,6 +476,11 @@ class _Monitor:
             grad_norm=float(self.last_grad_norm[j]),
             trajectory=trajectory,
         )
+
+
+def _per_member(lr: Any, members: np.ndarray) -> np.ndarray:
+    """The step sizes of this step, one per member: ``lr`` is a float or a (B, 1, 1) array."""
+    return np.broadcast_to(np.reshape(lr, -1), members.shape)
 
 
 def _dots(x: np.ndarray) -> np.ndarray:
