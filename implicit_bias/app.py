@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .batch import same_run
 from .build import Experiment, build
 from .params import ConfigError
 from .predictions import compare, predict, verdict_tolerance
@@ -90,8 +91,9 @@ def _refuse(err: ConfigError, multirun: bool, config: dict, overrides: list[str]
     write_json(out_dir / RESULT_FILE, failure_record(config, overrides, "invalid_config", str(err)))
 
 
-def task(cfg: DictConfig, result: RunResult | None = None) -> None:
-    """One job: resolve, build, run (or take the batched sweeper's ``result``), record."""
+def task(cfg: DictConfig, ran: tuple[Experiment, RunResult] | None = None) -> None:
+    """One job: resolve, build, run, record. ``ran`` is the batched sweeper's (experiment,
+    result) for this job: its result is used if the experiment is the one built here."""
     hydra_config = HydraConfig.get()
     out_dir = Path(hydra_config.runtime.output_dir)
     overrides = list(hydra_config.overrides.task)
@@ -107,6 +109,12 @@ def task(cfg: DictConfig, result: RunResult | None = None) -> None:
     except ConfigError as err:
         return _refuse(err, multirun, config, overrides, out_dir)
     verbose = experiment.progress if experiment.progress is not None else not multirun
+    result = None
+    if ran is not None:
+        if same_run(ran[0], experiment):
+            result = ran[1]
+        else:
+            log.warning("this job's config builds differently here than in the batched loop; running it alone")
     try:
         record = execute(experiment, out_dir, overrides, show_progress=verbose, result=result)
     except Exception as err:

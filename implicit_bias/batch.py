@@ -61,6 +61,15 @@ def group_key(experiment: Experiment) -> tuple:
     )
 
 
+def same_run(a: Experiment, b: Experiment) -> bool:
+    """Whether two built experiments make the same run: same group, schedule, optimizer
+    values and seed, and the same data, compared exactly (inputs, not results)."""
+    return (group_key(a) == group_key(b) and a.schedule.name == b.schedule.name
+            and _freeze(a.schedule.params) == _freeze(b.schedule.params)
+            and _freeze(a.optimizer.params) == _freeze(b.optimizer.params) and a.settings == b.settings
+            and all(np.array_equal(x, y) for x, y in zip(a.problem, b.problem)))
+
+
 def groups(experiments: Sequence[Experiment | None]) -> list[list[int]]:
     """Indices of the experiments that share a loop, in order of first appearance (None: skipped)."""
     found: dict[tuple, list[int]] = {}

@@ -36,6 +36,7 @@ def _rank_one(a: np.ndarray, b: float) -> dict[str, np.ndarray]:
 
 
 def _by_lp(A: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    from scipy import sparse
     from scipy.optimize import linprog
 
     n, d = A.shape
@@ -43,8 +44,9 @@ def _by_lp(A: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
     l1 = linprog(np.ones(2 * d), A_eq=np.hstack([A, -A]), b_eq=b, bounds=[(0, None)] * (2 * d), method="highs")
     if l1.status == 0:
         found["min_l1"] = l1.x[:d] - l1.x[d:]
-    eye, ones = np.eye(d), np.ones((d, 1))
-    linf = linprog(np.r_[np.zeros(d), 1.0], A_ub=np.block([[eye, -ones], [-eye, -ones]]), b_ub=np.zeros(2 * d),
+    eye, ones = sparse.identity(d, format="csr"), sparse.csr_matrix(np.ones((d, 1)))  # sparse: d may be 10^5
+    linf = linprog(np.r_[np.zeros(d), 1.0], A_ub=sparse.bmat([[eye, -ones], [-eye, -ones]], format="csr"),
+                   b_ub=np.zeros(2 * d),
                    A_eq=np.hstack([A, np.zeros((n, 1))]), b_eq=b, bounds=[(None, None)] * d + [(0, None)], method="highs")
     if linf.status == 0:
         found["min_linf"] = linf.x[:d]

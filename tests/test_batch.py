@@ -144,3 +144,54 @@ def test_batched_sweep_writes_the_same_records_and_summary_as_a_plain_multirun(t
                     np.load(tmp_path / "batched" / str(job) / "trajectory.npz") as y:
                 assert sorted(x.files) == sorted(y.files)
                 assert all(np.array_equal(x[k], y[k]) for k in x.files)
+
+
+def sweep_both_ways(tmp_path, args, cwd):
+    for kind, extra in (("plain", []), ("batched", ["hydra/sweeper=batched"])):
+        proc = run_cli(["-m", *args, *extra, "figure=false", "sweep_figures=false",
+                        f"hydra.sweep.dir={tmp_path / 'x' / kind}"], cwd=cwd, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+    return tmp_path / "x" / "plain", tmp_path / "x" / "batched"
+
+
+def assert_same_jobs(plain, batched, jobs):
+    for job in range(jobs):
+        p, b = (json.loads((d / str(job) / "result.json").read_text()) for d in (plain, batched))
+        p.pop("wall_time_s"), b.pop("wall_time_s")
+        assert p == b
+        assert (plain / str(job) / ".hydra" / "overrides.yaml").read_text() == \
+            (batched / str(job) / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_batched_sweep_runs_each_job_where_its_job_would_run(tmp_path):
+    # hydra.job.chdir=true: a relative data path means the job directory's file; the batch,
+    # built in the launch directory, sees another file, so those jobs must run alone
+    cwd = tmp_path / "a" / "b"
+    cwd.mkdir(parents=True)
+    (tmp_path / "d.csv").write_text("1, 0, 1\n0, 1, 2\n")  # ../../d.csv from the launch directory
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "d.csv").write_text("1, 1, 1\n")  # ../../d.csv from a job directory
+    args = ["hydra.job.chdir=true", "dataset=from_file", "dataset.path=../../d.csv", "schedule.lr=0.05,0.1",
+            "max_steps=3000"]
+    plain, batched = sweep_both_ways(tmp_path, args, cwd)
+    assert_same_jobs(plain, batched, 2)
+    assert json.loads((batched / "0" / "result.json").read_text())["limit"] == pytest.approx([0.5, 0.5])
+
+
+@pytest.mark.slow
+def test_batched_sweep_keeps_swept_hydra_settings_out_of_the_task_overrides(tmp_path):
+    # the command line refuses to sweep hydra.*, but a config's sweeper params may
+    experiments = tmp_path / "conf" / "experiment"
+    experiments.mkdir(parents=True)
+    (experiments / "hydra_sweep.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      hydra.job.chdir: true,false\n"
+        "      schedule.lr: 0.1,0.2\n")
+    args = [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "experiment=hydra_sweep", "max_steps=3000"]
+    plain, batched = sweep_both_ways(tmp_path, args, tmp_path)
+    assert_same_jobs(plain, batched, 4)
+    for job in range(4):
+        hydra_plain, hydra_batched = (yaml.safe_load((d / str(job) / ".hydra" / "hydra.yaml").read_text())["hydra"]
+                                      for d in (plain, batched))
+        assert hydra_batched["overrides"]["task"] == hydra_plain["overrides"]["task"]
+        assert hydra_batched["job"]["override_dirname"] == hydra_plain["job"]["override_dirname"]

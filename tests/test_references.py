@@ -46,3 +46,21 @@ def test_homework_references_and_distances():
     np.testing.assert_allclose(points["min_linf"], np.full(3, 1 / 1.11), rtol=1e-15)
     d = distances(points["min_linf"], points)
     assert d["min_linf"]["distance"] == 0.0 and d["min_l2"]["distance"] > 0.09
+
+
+def test_the_lp_references_scale_to_wide_systems():
+    # the ℓ∞ LP has 2d inequality rows over d + 1 variables: dense, that is 16 d² bytes
+    # (256 MB here, 160 GB at d = 10^5); sparse, it is O(d)
+    import tracemalloc
+
+    from implicit_bias.problems import gaussian
+
+    p = gaussian(2, 4000, None, 0, None)
+    tracemalloc.start()
+    found = interpolants(p)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50e6, f"{peak / 1e6:.0f} MB"
+    assert set(found) == {"min_l2", "min_l1", "min_linf"}
+    for point in found.values():
+        assert np.max(np.abs(p.A @ point - p.b)) <= 1e-6 * np.max(np.abs(p.b))

@@ -12,7 +12,13 @@ already done. Jobs whose config does not build, or whose group's loop raised, ru
 same task function as in a plain multirun and get the same ``invalid_config``/``error``
 records. The multirun callbacks (``summary.csv``) run as usual.
 
-Everything runs in this process: a launcher chosen with ``hydra/launcher=…`` is not used.
+Everything runs in this process: a launcher chosen with ``hydra/launcher=…`` is not used,
+and every job's data is held in memory at once (a plain multirun holds one job's).
+
+A job is built twice: here, for the batch, and again by the task when it records. The task
+uses the batch's run only if both builds are the same experiment (same data, optimizer,
+schedule, settings); otherwise — a relative data path under ``hydra.job.chdir=true``, say —
+it runs the job itself, as a plain multirun would.
 """
 
 
@@ -69,6 +75,7 @@ class BatchedSweeper(Sweeper):
 
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         jobs = BasicSweeper.split_arguments(overrides, None)[0]
@@ -77,16 +84,17 @@ class BatchedSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         configs = self._job_configs(jobs)
-        results = run_all([self._experiment(config) for config in configs])
+        experiments = [self._experiment(config) for config in configs]
+        results = run_all(experiments)
 
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         log.info(f"Recording {len(jobs)} jobs")
         returns: List[JobReturn] = []
-        for index, (job, config, result) in enumerate(zip(jobs, configs, results)):
+        for index, (job, config, experiment, result) in enumerate(zip(jobs, configs, experiments, results)):
             log.info(f"\t#{index} : {' '.join(filter_overrides(job))}")
             returns.append(run_job(
                 hydra_context=self.hydra_context,
-                task_function=functools.partial(self.task_function, result=result),
+                task_function=functools.partial(self.task_function, ran=None if result is None else (experiment, result)),
                 config=config,
                 job_dir_key="hydra.sweep.dir",
                 job_subdir_key="hydra.sweep.subdir",
@@ -121,10 +129,11 @@ class BatchedSweeper(Sweeper):
                 config = copy.deepcopy(template)
                 ConfigLoaderImpl._apply_overrides_to_config(values, config)
                 naming = config.hydra.job.config.override_dirname
+                task_overrides = [o for o in parsed if not o.is_hydra_override()]  # as Hydra splits them
                 with read_write(config.hydra), open_dict(config.hydra):
-                    config.hydra.overrides.task = [o.input_line for o in parsed]
+                    config.hydra.overrides.task = [o.input_line for o in task_overrides]
                     config.hydra.job.override_dirname = get_overrides_dirname(
-                        overrides=parsed, kv_sep=naming.kv_sep, item_sep=naming.item_sep,
+                        overrides=task_overrides, kv_sep=naming.kv_sep, item_sep=naming.item_sep,
                         exclude_keys=naming.exclude_keys)
                 OmegaConf.copy_cache(from_config=self.config, to_config=config)
             with open_dict(config):
@@ -146,6 +155,9 @@ class BatchedSweeper(Sweeper):
                            for key in config if key != "hydra" for node in [config[key]]}
             return build(task_config)
         except (ConfigError, OmegaConfBaseException):
+            return None  # the job itself will record why
+        except Exception:  # noqa: BLE001 - anything else too: the job runs alone and records it
+            log.exception("building a job's config failed; it will run alone")
             return None
         finally:
             if previous is not None:
