@@ -23,14 +23,14 @@ of one is simply a batch of one. Each member's result is bit-for-bit what
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .build import Experiment
 from .optimizers import OPTIMIZERS
-from .runner import RunResult, run_batch
+from .runner import RunResult, log_spaced_steps, run_batch
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +95,60 @@ def run_group(experiments: Sequence[Experiment]) -> list[RunResult]:
                      [e.settings.seed for e in experiments])
 
 
-def run_all(experiments: Sequence[Experiment | None]) -> list[RunResult | None]:
-    """Run every experiment (None: nothing to run), group by group. A group whose loop raises
-    is logged and left without results (None), so its members can be run one by one, where
-    an error is recorded against the job that causes it."""
-    results: list[RunResult | None] = [None] * len(experiments)
+#: bytes of per-member arrays (trajectory and optimizer state) one loop may hold; a larger
+#: group runs as several loops, one after the other
+LOOP_MEMORY = 2 * 1024**3
+
+
+def loops(experiments: Sequence[Experiment | None]) -> list[list[int]]:
+    """The groups, each split into loops whose per-member arrays fit :data:`LOOP_MEMORY`.
+
+    A member holds its recorded trajectory (one θ per recorded step) and a few state
+    vectors: 8·d·(recorded steps + 8) bytes, e.g. 17 MB for d = 10 000 and 10^5 steps.
+    """
+    found = []
     for members in groups(experiments):
+        first = experiments[members[0]]
+        records = len(log_spaced_steps(first.settings.max_steps, first.settings.records_per_decade)) + 1
+        per_member = 8 * first.problem.A.shape[1] * (records + 8)
+        size = max(1, LOOP_MEMORY // per_member)
+        found += [members[i:i + size] for i in range(0, len(members), size)]
+    return found
+
+
+def share_data(experiments: Sequence[Experiment | None]) -> list[Experiment | None]:
+    """The experiments with one Problem object per distinct dataset (name and parameters),
+    so a sweep holds each dataset once, not once per job."""
+    shared: dict[tuple, Any] = {}
+    out = []
+    for e in experiments:
+        if e is not None:
+            problem = shared.setdefault((e.dataset.name, _freeze(e.dataset.params)), e.dataset.built)
+            e = e._replace(dataset=e.dataset._replace(built=problem))
+        out.append(e)
+    return out
+
+
+def run_loops(experiments: Sequence[Experiment | None]) -> Iterator[tuple[list[int], list[RunResult] | None]]:
+    """Run every experiment (None: nothing to run), loop by loop, yielding each loop's
+    member indices and results as soon as it ends. A loop that raises is logged and yields
+    None, so its members can be run one by one, where an error is recorded against the job
+    that causes it."""
+    for members in loops(experiments):
         log.info("batched loop: %d run%s of %s", len(members), "" if len(members) == 1 else "s",
                  experiments[members[0]].optimizer.name)
         try:
-            for index, result in zip(members, run_group([experiments[i] for i in members])):
-                results[index] = result
+            results = run_group([experiments[i] for i in members])
         except Exception:  # noqa: BLE001 - its jobs then run alone, like plain multirun jobs
             log.exception("a batched loop failed; its %d jobs will run one by one", len(members))
+            results = None
+        yield members, results
+
+
+def run_all(experiments: Sequence[Experiment | None]) -> list[RunResult | None]:
+    """Every experiment's result (None where there was nothing to run or its loop raised)."""
+    results: list[RunResult | None] = [None] * len(experiments)
+    for members, found in run_loops(experiments):
+        for index, result in zip(members, found or []):
+            results[index] = result
     return results

@@ -195,3 +195,25 @@ def test_batched_sweep_keeps_swept_hydra_settings_out_of_the_task_overrides(tmp_
                                       for d in (plain, batched))
         assert hydra_batched["overrides"]["task"] == hydra_plain["overrides"]["task"]
         assert hydra_batched["job"]["override_dirname"] == hydra_plain["job"]["override_dirname"]
+
+
+def test_a_group_too_large_for_the_memory_budget_runs_as_several_loops(monkeypatch):
+    import implicit_bias.batch as batch
+
+    experiments = members(["optimizer=adam", "max_steps=2000"],
+                          [[f"schedule.lr={lr}"] for lr in (0.1, 0.2, 0.3, 0.4, 0.5)])
+    assert batch.loops(experiments) == [[0, 1, 2, 3, 4]]
+    per_member = 8 * 3 * (len(batch.log_spaced_steps(2000, 50)) + 1 + 8)
+    monkeypatch.setattr(batch, "LOOP_MEMORY", 2 * per_member)
+    assert batch.loops(experiments) == [[0, 1], [2, 3], [4]]
+    for b, e in zip(batch.run_all(experiments), experiments):
+        assert_same_run(b, run(e.problem, e.optimizer.built, e.schedule.built, e.settings))
+
+
+def test_a_sweep_holds_each_dataset_once():
+    from implicit_bias.batch import share_data
+
+    experiments = share_data([build_config(o) for o in (["schedule.lr=0.1"], ["schedule.lr=0.2"],
+                                                        ["dataset=two_equations"])] + [None])
+    assert experiments[0].problem is experiments[1].problem and experiments[2].problem is not experiments[0].problem
+    assert experiments[3] is None

@@ -5,15 +5,16 @@
 The job list is exactly the basic sweeper's (the cartesian product of the swept values, in
 the same order, numbered the same way). Every job's config is composed first; the jobs
 whose configs build are grouped by :func:`implicit_bias.batch.groups` (same dataset, same
-optimizer and non-numeric options, same run settings) and each group runs as one loop. Then
-every job goes through Hydra's ``run_job`` like a plain multirun job — its own directory,
-``.hydra/`` files, log file and ``result.json``/``trajectory.npz``/figure — with the run
-already done. Jobs whose config does not build, or whose group's loop raised, run through the
+optimizer and non-numeric options, same run settings) and each group runs as one loop (or a
+few, if its trajectories would exceed :data:`implicit_bias.batch.LOOP_MEMORY`). As each loop
+ends, its jobs go through Hydra's ``run_job`` like plain multirun jobs — their own
+directories, ``.hydra/`` files, log files and ``result.json``/``trajectory.npz``/figure —
+with the run already done. Jobs whose config does not build, or whose group's loop raised, run through the
 same task function as in a plain multirun and get the same ``invalid_config``/``error``
 records. The multirun callbacks (``summary.csv``) run as usual.
 
-Everything runs in this process: a launcher chosen with ``hydra/launcher=…`` is not used,
-and every job's data is held in memory at once (a plain multirun holds one job's).
+Everything runs in this process: a launcher chosen with ``hydra/launcher=…`` is not used.
+Each distinct dataset is held once for the whole sweep.
 
 A job is built twice: here, for the batch, and again by the task when it records. The task
 uses the batch's run only if both builds are the same experiment (same data, optimizer,
@@ -71,7 +72,7 @@ class BatchedSweeper(Sweeper):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def sweep(self, arguments: List[str]) -> Any:
-        from implicit_bias.batch import run_all
+        from implicit_bias.batch import run_loops, share_data
 
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         setup_globals()
@@ -84,23 +85,30 @@ class BatchedSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         configs = self._job_configs(jobs)
-        experiments = [self._experiment(config) for config in configs]
-        results = run_all(experiments)
-
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        log.info(f"Recording {len(jobs)} jobs")
-        returns: List[JobReturn] = []
-        for index, (job, config, experiment, result) in enumerate(zip(jobs, configs, experiments, results)):
-            log.info(f"\t#{index} : {' '.join(filter_overrides(job))}")
-            returns.append(run_job(
-                hydra_context=self.hydra_context,
-                task_function=functools.partial(self.task_function, ran=None if result is None else (experiment, result)),
-                config=config,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            ))
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        experiments = share_data([self._experiment(config) for config in configs])
+        returns: List[Optional[JobReturn]] = [None] * len(jobs)
+        for members, results in run_loops(experiments):  # each loop's jobs are recorded as it ends
+            for index, result in zip(members, results or [None] * len(members)):
+                returns[index] = self._record(index, jobs[index], configs[index],
+                                              None if result is None else (experiments[index], result))
+        for index, job in enumerate(jobs):  # jobs that were not in a loop (their config does not build)
+            if returns[index] is None:
+                returns[index] = self._record(index, job, configs[index], None)
         return [returns]
+
+    def _record(self, index: int, job: Sequence[str], config: DictConfig, ran: Any) -> JobReturn:
+        """The job through Hydra's ``run_job``, as a plain multirun job, with its run done."""
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        log.info(f"\t#{index} : {' '.join(filter_overrides(job))}")
+        returned = run_job(
+            hydra_context=self.hydra_context,
+            task_function=functools.partial(self.task_function, ran=ran),
+            config=config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return returned
 
     def _job_configs(self, jobs: Sequence[Sequence[str]]) -> List[DictConfig]:
         """Each job's composed config, as ``load_sweep_config`` gives it.
