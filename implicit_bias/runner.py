@@ -247,10 +247,12 @@ class _Engine:
                         lr = rates[i]
                     next_event = monitor.next_event
                 # Full-batch steps: every epoch is one step, seeing every sample once.
-                if begin_epoch is not None:
-                    state = begin_epoch(sample_matrix * r.swapaxes(-1, -2), state)
-                if observe is not None:
-                    state = observe(sample_matrix * r.swapaxes(-1, -2), state)
+                if sample_matrix is not None:
+                    samples = sample_matrix * r.swapaxes(-1, -2)  # once, for both hooks
+                    if begin_epoch is not None:
+                        state = begin_epoch(samples, state)
+                    if observe is not None:
+                        state = observe(samples, state)
                 delta, state = update(g, state, lr)
                 theta = theta + delta
                 t += 1
