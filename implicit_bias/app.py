@@ -104,6 +104,13 @@ def task(cfg: DictConfig, ran: tuple[Experiment, RunResult] | None = None) -> No
         unresolved = OmegaConf.to_container(cfg, resolve=False)
         refusal = ConfigError(f"The config does not resolve: {err}".splitlines()[0])
         return _refuse(refusal, multirun, unresolved, overrides, out_dir)
+    if config.get("study") is not None:  # a study that is not one optimizer run (implicit_bias.studies)
+        from .studies import run_study
+
+        try:
+            return run_study(config, out_dir)
+        except ConfigError as err:
+            return _refuse(err, multirun, config, overrides, out_dir)
     try:
         experiment = build(config)
     except ConfigError as err:
