@@ -17,7 +17,10 @@ from typing import Any
 from ..params import ConfigError
 
 #: study name → module (imported only when that study runs)
-STUDIES: dict[str, str] = {}
+STUDIES: dict[str, str] = {
+    "rms_norm": "implicit_bias.studies.rms_norm",
+    "distributed": "implicit_bias.studies.distributed",
+}
 
 
 def run_study(config: Mapping[str, Any], out_dir: Path) -> Any:
