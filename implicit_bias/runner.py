@@ -68,7 +68,11 @@ from .params import Boolean, Integer, Real
 from .problems import Problem, loss
 from .schedules import Schedule
 
-STATUSES = ("converged", "max_steps", "diverged", "non_finite")
+STATUSES = ("converged", "max_steps", "diverged", "non_finite", "interrupted")
+
+#: the largest ``max_steps``: step counters, schedules and the trajectory's step array are
+#: int64, and 10^15 steps would take decades at the fastest step this loop takes
+MAX_STEPS_LIMIT = 10**15
 
 #: steps of schedule values evaluated per call (amortizes the schedule's numpy calls)
 BLOCK = 4096
@@ -88,7 +92,7 @@ class RunSettings(NamedTuple):
 
 
 SETTINGS = {
-    "max_steps": Integer(1),
+    "max_steps": Integer(1, MAX_STEPS_LIMIT),
     "check_every": Integer(1),
     "check_fraction": Real(0.0, 1.0, closed="left"),
     "step_tol": Real(0.0, closed="left"),
@@ -120,6 +124,16 @@ class RunResult(NamedTuple):
     step_norm: float
     grad_norm: float
     trajectory: Trajectory
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run` or :func:`run_batch`. ``results`` holds one
+    :class:`RunResult` per member: the members that had stopped keep their results, and the
+    members still running end with status ``interrupted`` at the iterate they had reached."""
+
+    def __init__(self, results: list[RunResult]):
+        super().__init__("interrupted")
+        self.results = results
 
 
 def log_spaced_steps(max_steps: int, per_decade: int) -> np.ndarray:
@@ -190,6 +204,7 @@ class _Engine:
             self.work, self.scale = prototype.reparametrize(problem)
         self.monitor = _Monitor(problem, self.scale, settings, progress, len(self.schedules), self.started)
         self.members = np.arange(len(self.schedules))  # the members still running
+        self.position: tuple[int, Any] = (0, None)  # (t, θ) where Ctrl-C found the loop
         self.optimizer = prototype
 
     def run(self) -> list[RunResult]:
@@ -197,10 +212,12 @@ class _Engine:
             theta0 = self.work.theta0[:, np.newaxis]
             theta = np.repeat(theta0[np.newaxis], len(self.members), axis=0) if self.batched else theta0.copy()
             size = self.settings.batch_size
-            if size is not None and size < self.work.A.shape[0]:
-                self._minibatch_loop(theta)
-            else:
-                self._full_batch_loop(theta)
+            loop = self._minibatch_loop if size is not None and size < self.work.A.shape[0] else self._full_batch_loop
+            try:
+                loop(theta)
+            except KeyboardInterrupt:
+                self.monitor.interrupt(self.members, *self.position)
+                raise Interrupted([self.monitor.result(j) for j in range(len(self.schedules))]) from None
         return [self.monitor.result(j) for j in range(len(self.schedules))]
 
     def _rates(self, first: int) -> Any:
@@ -229,33 +246,37 @@ class _Engine:
         state = optimizer.init(theta)
         delta = np.zeros_like(theta)
         t, next_event = 0, 0
-        for first in range(0, self.settings.max_steps + 1, BLOCK):
-            rates = self._rates(first)
-            update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
-            for i in range(len(rates)):
-                lr = rates[i]
-                r = b - A @ theta
-                g = grad_matrix @ r
-                if t == next_event:
-                    stopped = monitor.event(t, self.members, theta, r, g, delta, lr)
-                    if stopped is not None:
-                        if stopped.all():
-                            return
-                        theta, state, rates, r, g, delta = self._stop(stopped, theta, state, rates, r, g, delta)
-                        optimizer = self.optimizer
-                        update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
-                        lr = rates[i]
-                    next_event = monitor.next_event
-                # Full-batch steps: every epoch is one step, seeing every sample once.
-                if sample_matrix is not None:
-                    samples = sample_matrix * r.swapaxes(-1, -2)  # once, for both hooks
-                    if begin_epoch is not None:
-                        state = begin_epoch(samples, state)
-                    if observe is not None:
-                        state = observe(samples, state)
-                delta, state = update(g, state, lr)
-                theta = theta + delta
-                t += 1
+        try:  # zero cost until Ctrl-C; then the loop's position is kept for the record
+            for first in range(0, self.settings.max_steps + 1, BLOCK):
+                rates = self._rates(first)
+                update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
+                for i in range(len(rates)):
+                    lr = rates[i]
+                    r = b - A @ theta
+                    g = grad_matrix @ r
+                    if t == next_event:
+                        stopped = monitor.event(t, self.members, theta, r, g, delta, lr)
+                        if stopped is not None:
+                            if stopped.all():
+                                return
+                            theta, state, rates, r, g, delta = self._stop(stopped, theta, state, rates, r, g, delta)
+                            optimizer = self.optimizer
+                            update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
+                            lr = rates[i]
+                        next_event = monitor.next_event
+                    # Full-batch steps: every epoch is one step, seeing every sample once.
+                    if sample_matrix is not None:
+                        samples = sample_matrix * r.swapaxes(-1, -2)  # once, for both hooks
+                        if begin_epoch is not None:
+                            state = begin_epoch(samples, state)
+                        if observe is not None:
+                            state = observe(samples, state)
+                    delta, state = update(g, state, lr)
+                    theta = theta + delta
+                    t += 1
+        except KeyboardInterrupt:
+            self.position = (t, theta)
+            raise
 
     def _minibatch_loop(self, theta: np.ndarray) -> None:
         """Minibatch steps: each epoch visits every sample once, in batches of ``batch_size``
@@ -272,36 +293,40 @@ class _Engine:
         state = optimizer.init(theta)
         delta = np.zeros_like(theta)
         t, next_event, batches = 0, 0, []
-        for first in range(0, self.settings.max_steps + 1, BLOCK):
-            rates = self._rates(first)
-            update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
-            for i in range(len(rates)):
-                lr = rates[i]
-                k = t % steps_per_epoch
-                if k == 0:  # a new epoch: a new order, its batches sliced once
-                    batches = self._epoch_batches(A, b, sample_matrix, rngs, size)
-                    if begin_epoch is not None:
-                        state = begin_epoch(sample_matrix * (b - A @ theta).swapaxes(-1, -2), state)
-                if t == next_event:
-                    r = b - A @ theta
-                    stopped = monitor.event(t, self.members, theta, r, grad_matrix @ r, delta, lr)
-                    if stopped is not None:
-                        if stopped.all():
-                            return
-                        theta, state, rates, delta = self._stop(stopped, theta, state, rates, delta)
-                        rngs = [rng for rng, kept in zip(rngs, ~stopped) if kept]
-                        batches = [tuple(part[~stopped] for part in batch) for batch in batches]
-                        optimizer = self.optimizer
-                        update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
-                        lr = rates[i]
-                    next_event = monitor.next_event
-                A_batch, b_batch, batch_grad, batch_samples = batches[k]
-                r_batch = b_batch - A_batch @ theta
-                if observe is not None:
-                    state = observe(batch_samples * r_batch.swapaxes(-1, -2), state)
-                delta, state = update(batch_grad @ r_batch, state, lr)
-                theta = theta + delta
-                t += 1
+        try:  # zero cost until Ctrl-C; then the loop's position is kept for the record
+            for first in range(0, self.settings.max_steps + 1, BLOCK):
+                rates = self._rates(first)
+                update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
+                for i in range(len(rates)):
+                    lr = rates[i]
+                    k = t % steps_per_epoch
+                    if k == 0:  # a new epoch: a new order, its batches sliced once
+                        batches = self._epoch_batches(A, b, sample_matrix, rngs, size)
+                        if begin_epoch is not None:
+                            state = begin_epoch(sample_matrix * (b - A @ theta).swapaxes(-1, -2), state)
+                    if t == next_event:
+                        r = b - A @ theta
+                        stopped = monitor.event(t, self.members, theta, r, grad_matrix @ r, delta, lr)
+                        if stopped is not None:
+                            if stopped.all():
+                                return
+                            theta, state, rates, delta = self._stop(stopped, theta, state, rates, delta)
+                            rngs = [rng for rng, kept in zip(rngs, ~stopped) if kept]
+                            batches = [tuple(part[~stopped] for part in batch) for batch in batches]
+                            optimizer = self.optimizer
+                            update, begin_epoch, observe = optimizer.update, optimizer.begin_epoch, optimizer.observe
+                            lr = rates[i]
+                        next_event = monitor.next_event
+                    A_batch, b_batch, batch_grad, batch_samples = batches[k]
+                    r_batch = b_batch - A_batch @ theta
+                    if observe is not None:
+                        state = observe(batch_samples * r_batch.swapaxes(-1, -2), state)
+                    delta, state = update(batch_grad @ r_batch, state, lr)
+                    theta = theta + delta
+                    t += 1
+        except KeyboardInterrupt:
+            self.position = (t, theta)
+            raise
         raise AssertionError("the monitor stops every run at max_steps")
 
     def _epoch_batches(self, A, b, sample_matrix, rngs, size):
@@ -328,6 +353,7 @@ class _Monitor:
         self.settings, self.progress, self.started = settings, progress, started
         self.scale = None if scale is None else scale[:, np.newaxis]
         A, b = problem.A, problem.b
+        self.A, self.b = A, b[:, np.newaxis]
         self.n = A.shape[0]
         self.abs_A, self.abs_b = np.abs(A), np.abs(b)[:, np.newaxis]
         frobenius = float(np.linalg.norm(A))
@@ -462,6 +488,28 @@ class _Monitor:
 
     def _stop(self, member: int, status: str, message: str) -> None:
         self.status[member], self.message[member] = status, message
+
+    def interrupt(self, members: np.ndarray, t: int, theta: Any) -> None:
+        """Ctrl-C at step t: every member still running ends ``interrupted`` at its iterate θ
+        (its last recorded iterate if the loop was caught between two consistent states)."""
+        running = np.array([m for m in members if not self.status[m]], dtype=np.int64)
+        if running.size == 0:
+            return
+        if theta is not None:
+            theta = theta if theta.ndim == 3 else theta[np.newaxis]
+        if theta is not None and theta.shape[0] == len(members) and np.array_equal(running, members):
+            point = self._original(theta)
+            r = self.b - self.A @ point
+            self._record(running, t, point, _dots(r) / self.n, np.full(running.size, math.nan))
+            self.last_loss[running] = _dots(r) / self.n
+            kept = f"the iterate at step {t}"
+        else:
+            kept = "the last recorded iterate"
+        for member in running:
+            last = int(self.steps[member, self.counts[member] - 1]) if self.counts[member] else 0
+            self.stop_step[member] = t if kept.startswith("the iterate") else last
+            self._stop(member, "interrupted", f"interrupted (Ctrl-C) at step {t}; the record keeps {kept}")
+        self.wall_time[running] = time.perf_counter() - self.started
 
     def result(self, j: int) -> RunResult:
         k = self.counts[j]
