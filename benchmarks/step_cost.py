@@ -74,10 +74,10 @@ def hand_epoch_rms(steps: int, lr: float) -> np.ndarray:
 def hand_adam(steps: int, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> np.ndarray:
     A, b, theta = PROBLEM.A, PROBLEM.b, PROBLEM.theta0.copy()
     grad_matrix = A.T * (-2.0 / A.shape[0])
-    m, v, power1, power2 = np.zeros(3), np.zeros(3), 1.0, 1.0
-    for _ in range(steps):
+    m, v = np.zeros(3), np.zeros(3)
+    for t in range(1, steps + 1):
         g = grad_matrix @ (b - A @ theta)
-        power1, power2 = power1 * b1, power2 * b2  # β^t as a running product, as the harness does
+        power1, power2 = b1 ** t, b2 ** t  # β^t as a power of the step count, as the harness does
         m = m * b1 + g * (1 - b1)
         v = v * b2 + g * g * (1 - b2)
         denominator = np.sqrt(v / (1 - power2)) + eps

@@ -43,7 +43,7 @@ class Optimizer(NamedTuple):
     update: Callable[[np.ndarray, Any, float], tuple[np.ndarray, Any]]
     begin_epoch: Callable[[np.ndarray, Any], Any] | None = None
     reparametrize: Callable[[Problem], tuple[Problem, np.ndarray]] | None = None
-    #: choices that change the answer but are not parameters (THEORY.md §4); recorded with every run
+    #: choices that change the answer but are not parameters (docs/theory.md §4); recorded with every run
     conventions: Mapping[str, str] = MappingProxyType({})
     #: the number of parameters the optimizer was configured for, if its configuration fixes it
     dimension: int | None = None
@@ -107,7 +107,7 @@ def epoch_rms_adam(eps: float, epoch_gradients: str) -> Optimizer:
     """The homework's simplified Adam ("O"): θ ← θ − α_t M_t ∇f(θ), M_t = diag(1/(√v_i + ε)).
 
     v_i is the mean of (∂_i f_j)² over the per-sample gradients of one epoch, recomputed at
-    the start of every epoch. Which epoch's gradients (THEORY.md §4):
+    the start of every epoch. Which epoch's gradients (docs/theory.md §4):
 
     ``current``   this epoch's: every sample's gradient at the point where the epoch starts;
     ``previous``  the previous epoch's: each sample's gradient where its step was taken (the
@@ -157,7 +157,7 @@ def rescaled_sgd() -> Optimizer:
     """Rescale every feature to unit second moment, run SGD on θ', map back θ = s ⊙ θ'.
 
     s_i = 1/rms(column i of A). Literally the homework's recipe; equivalent to GD
-    preconditioned by P = diag(s)² (THEORY.md §2).
+    preconditioned by P = diag(s)² (docs/theory.md §2.2).
     """
     conventions = {"rescaling": "s_i = 1/rms(column i of A), computed once from the data; zero columns keep s_i = 1"}
     return Optimizer(_no_state, _sgd_update, reparametrize=rescale_features, conventions=conventions)
@@ -184,21 +184,39 @@ def steepest(norm: str, p: float, squared: bool) -> Optimizer:
 
 
 class MomentumState(NamedTuple):
-    previous: np.ndarray  # the last step Δ_{t−1}
+    previous: np.ndarray  # polyak: the last step Δ_{t−1};  torch: the buffer b_{t−1}
 
 
-def momentum(momentum: float) -> Optimizer:
-    """Heavy ball (Polyak 1964): Δ_t = −α_t ∇f(θ_t) + μ Δ_{t−1}, i.e.
-    θ_{t+1} = θ_t − α_t ∇f(θ_t) + μ (θ_t − θ_{t−1})."""
+#: heavy-ball conventions: they agree for a constant step and differ under a schedule
+MOMENTUM_CONVENTIONS = {
+    "polyak": "Δ_t = −lr_t g_t + μ Δ_{t−1}",
+    "torch": "b_t = μ b_{t−1} + g_t, Δ_t = −lr_t b_t (torch.optim.SGD, optax.sgd(momentum=μ))",
+}
+
+
+def momentum(momentum: float, convention: str) -> Optimizer:
+    """Heavy ball (Polyak 1964), in one of two conventions (docs/theory.md §4):
+
+    ``polyak``  Δ_t = −α_t ∇f(θ_t) + μ Δ_{t−1}, i.e. θ_{t+1} = θ_t − α_t ∇f(θ_t) + μ (θ_t − θ_{t−1});
+    ``torch``   b_t = μ b_{t−1} + ∇f(θ_t), Δ_t = −α_t b_t (torch.optim.SGD with momentum,
+                dampening 0; optax.sgd with momentum).
+
+    With a constant step the two are the same recurrence (Δ_t = −α b_t); under a schedule the
+    past gradients are scaled by past rates (polyak) or by the current rate (torch)."""
 
     def init(theta0: np.ndarray) -> MomentumState:
         return MomentumState(np.zeros_like(theta0))
 
-    def update(grad: np.ndarray, state: MomentumState, lr: float) -> tuple[np.ndarray, MomentumState]:
-        delta = grad * -lr + state.previous * momentum
-        return delta, MomentumState(delta)
+    if convention == "polyak":
+        def update(grad: np.ndarray, state: MomentumState, lr: float) -> tuple[np.ndarray, MomentumState]:
+            delta = grad * -lr + state.previous * momentum
+            return delta, MomentumState(delta)
+    else:
+        def update(grad: np.ndarray, state: MomentumState, lr: float) -> tuple[np.ndarray, MomentumState]:
+            buffer = state.previous * momentum + grad
+            return buffer * -lr, MomentumState(buffer)
 
-    return Optimizer(init, update, conventions={"form": "Polyak: Δ_t = −lr g_t + μ Δ_{t−1}"})
+    return Optimizer(init, update, conventions={"form": f"{convention}: {MOMENTUM_CONVENTIONS[convention]}"})
 
 
 class NesterovState(NamedTuple):
@@ -230,8 +248,20 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 class AdamState(NamedTuple):
     m: np.ndarray
     v: np.ndarray
-    power1: Any  # β1^t
-    power2: Any  # β2^t
+    count: int  # t, the number of updates so far (shared by every member)
+
+
+def _powers(beta: Any) -> Callable[[int], Any]:
+    """t ↦ β^t, computed as torch.optim does (Python's float power, one libm ``pow`` call),
+    to within an ulp whatever t. ``beta`` is a float, or a (B, 1, 1) array of per-member
+    values: then each distinct value is raised once per step, by the same scalar ``pow``, so
+    every member gets the bits it gets when it runs alone (numpy's array power may be a
+    different, vectorized implementation)."""
+    if not isinstance(beta, np.ndarray):
+        return lambda t: beta ** t
+    values = sorted(set(beta.ravel().tolist()))
+    index = np.searchsorted(np.array(values), beta)  # (B, 1, 1) positions of each member's value
+    return lambda t: np.array([value ** t for value in values])[index]
 
 
 def adam(beta1: float, beta2: float, eps: float, bias_correction: bool, eps_placement: str) -> Optimizer:
@@ -240,23 +270,23 @@ def adam(beta1: float, beta2: float, eps: float, bias_correction: bool, eps_plac
     m̂ = m_t/(1 − β1^t), v̂ = v_t/(1 − β2^t) (or m̂ = m_t, v̂ = v_t without bias correction),
     Δ = −α_t m̂/(√v̂ + ε)  (eps_placement: outside)  or  −α_t m̂/√(v̂ + ε)  (inside).
 
-    β^t is carried in the state as a running product (β^t = β^{t−1}·β): multiplication is
-    exact to rounding wherever it runs, while a power function may be a different
-    implementation for a float and for an array of them."""
+    β^t is a power of the step count, as in torch.optim and optax (a running product
+    β^{t−1}·β would accumulate one rounding per step: about t·eps relative after t steps)."""
+    power1, power2 = _powers(beta1), _powers(beta2)
 
     def init(theta0: np.ndarray) -> AdamState:
-        return AdamState(np.zeros_like(theta0), np.zeros_like(theta0), 1.0, 1.0)
+        return AdamState(np.zeros_like(theta0), np.zeros_like(theta0), 0)
 
     def update(grad: np.ndarray, state: AdamState, lr: float) -> tuple[np.ndarray, AdamState]:
-        power1, power2 = state.power1 * beta1, state.power2 * beta2
+        t = state.count + 1
         m = state.m * beta1 + grad * (1.0 - beta1)
         v = state.v * beta2 + grad * grad * (1.0 - beta2)
-        m_hat, v_hat = (m / (1.0 - power1), v / (1.0 - power2)) if bias_correction else (m, v)
+        m_hat, v_hat = (m / (1.0 - power1(t)), v / (1.0 - power2(t))) if bias_correction else (m, v)
         denominator = np.sqrt(v_hat) + eps if eps_placement == "outside" else np.sqrt(v_hat + eps)
-        return _ratio(m_hat, denominator) * -lr, AdamState(m, v, power1, power2)
+        return _ratio(m_hat, denominator) * -lr, AdamState(m, v, t)
 
     conventions = {"eps": f"{eps_placement} the square root", "bias correction": "on" if bias_correction else "off",
-                   "0/0": "0 (as sign(0) = 0)"}
+                   "β^t": "β ** t (libm pow)", "0/0": "0 (as sign(0) = 0)"}
     return Optimizer(init, update, conventions=conventions)
 
 
@@ -292,7 +322,7 @@ def rmsprop(beta: float, eps: float) -> Optimizer:
 
 def preconditioned(diagonal: np.ndarray) -> Optimizer:
     """GD with a fixed diagonal preconditioner: θ ← θ − α_t P ∇f(θ), P = diag(diagonal) ≻ 0.
-    Its limit is θ0 + P^{1/2}(A P^{1/2})⁺(b − Aθ0) (THEORY.md §2)."""
+    Its limit is θ0 + P^{1/2}(A P^{1/2})⁺(b − Aθ0) (docs/theory.md §2.2)."""
     if np.any(diagonal <= 0):
         raise ConfigError(f"The 'diagonal' parameter of optimizer 'preconditioned' must be positive "
                           f"(P ≻ 0). Got {diagonal.tolist()} instead.")
@@ -314,7 +344,7 @@ OPTIMIZERS = {
     "epoch_rms_adam": Spec(epoch_rms_adam, {"eps": EPS, "epoch_gradients": Choice(("current", "previous"))}),
     "rescaled_sgd": Spec(rescaled_sgd),
     "steepest": Spec(steepest, {"norm": Choice(norms.NORMS), "p": Real(1.0), "squared": Boolean()}),
-    "momentum": Spec(momentum, {"momentum": UNIT}),
+    "momentum": Spec(momentum, {"momentum": UNIT, "convention": Choice(tuple(MOMENTUM_CONVENTIONS))}),
     "nesterov": Spec(nesterov, {"momentum": UNIT}),
     "adam": Spec(adam, {"beta1": UNIT, "beta2": UNIT, "eps": EPS, "bias_correction": Boolean(),
                         "eps_placement": Choice(("outside", "inside"))}),

@@ -54,11 +54,14 @@ GROUPS = {
                     [["optimizer.p=1.5"], ["optimizer.p=3", "schedule.lr=0.2"], ["optimizer.p=20"]]),
     "momentum": (["optimizer=momentum", "max_steps=3000"],
                  [["optimizer.momentum=0.9"], ["optimizer.momentum=0.5", "schedule.lr=0.2"]]),
+    "momentum, torch convention, decaying schedule": (
+        ["optimizer=momentum", "optimizer.convention=torch", "schedule=inverse_sqrt", "max_steps=3000"],
+        [["optimizer.momentum=0.9"], ["optimizer.momentum=0.5", "schedule.lr=0.2"]]),
     "nesterov": (["optimizer=nesterov", "max_steps=3000"],
                  [["optimizer.momentum=0.9"], ["optimizer.momentum=0.0"]]),
     "adam": (["optimizer=adam", "max_steps=20000"],
              [["optimizer.eps=1e-12"], ["optimizer.eps=1e-8", "schedule.lr=0.05"], ["optimizer.beta1=0.5"],
-              ["optimizer.beta2=0.9", "schedule.lr=0.001"]]),
+              ["optimizer.beta2=0.9", "schedule.lr=0.001"], ["optimizer.beta1=0.5", "optimizer.beta2=0.99999"]]),
     "adam, eps inside, no bias correction": (
         ["optimizer=adam", "optimizer.eps_placement=inside", "optimizer.bias_correction=false", "max_steps=5000"],
         [["optimizer.eps=1e-16"], ["optimizer.eps=1e-10"]]),

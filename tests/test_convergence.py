@@ -31,6 +31,8 @@ LP3 = np.abs(A) ** (Q3 - 1) / np.sum(np.abs(A) ** Q3)  # min-ℓ3 interpolant of
 
 FAMILY = {  # every exact case: optimizer overrides and the limit written out from its theory
     "momentum": (["optimizer=momentum"], A / 1.0101),
+    "momentum torch convention, decaying step": (["optimizer=momentum", "optimizer.convention=torch",
+                                                  "schedule=inverse_sqrt"], A / 1.0101),
     "nesterov": (["optimizer=nesterov"], A / 1.0101),
     "steepest l2": (["optimizer=steepest"], A / 1.0101),
     "steepest linf": (["optimizer=steepest", "optimizer.norm=linf"], np.full(3, 1 / 1.11)),
