@@ -103,7 +103,7 @@ def test_exact_mean_satisfies_its_identities_for_every_d_up_to_1e5():
 
 
 def test_exact_mean_against_the_textbook_expansion_and_sqrt_d():
-    # E‖x‖₂ = √d (1 − 1/(4d) + 1/(32d²) + 5/(128d³) + O(d⁻⁴)) (Graham, Knuth & Patashnik, ex. 9.60);
+    # E‖x‖₂ = √d (1 − 1/(4d) + 1/(32d²) + 5/(128d³) + O(d⁻⁴)) (DLMF 5.11.13 with z = d/2);
     # the omitted term is −21/(2048 d⁴), so twice that bounds the difference for d ≥ 100.
     d = np.geomspace(100, 1e5, 40).round()
     expansion = np.sqrt(d) * (1 - 1 / (4 * d) + 1 / (32 * d**2) + 5 / (128 * d**3))

@@ -24,7 +24,7 @@ Three parts, each written into the run directory by :func:`run`:
 
 Sources: the chi distribution's moments (Johnson, Kotz & Balakrishnan, *Continuous
 Univariate Distributions*, vol. 1, 2nd ed., ch. 18); the expansion of Γ(n + 1/2)/Γ(n)
-(Graham, Knuth & Patashnik, *Concrete Mathematics*, 2nd ed., ex. 9.60); the RMS norm as the
+(NIST DLMF §5.11, eqs. 5.11.8 and 5.11.13); the RMS norm as the
 natural norm of activations (Bernstein & Newhouse, "Modular duality in deep learning", 2024).
 
 Records: ``result.json`` (parameters, every estimate, the slopes, package versions),
