@@ -2,7 +2,7 @@
 
     u = argmin_Δ gᵀΔ + (1/α) ‖Δ‖²  =  −(α/2) ‖g‖_* · argmax_{‖v‖ ≤ 1} gᵀv
 
-with ‖·‖_* the dual norm (Bernstein & Newhouse 2024, "Old Optimizer, New Norm"; THEORY.md §3):
+with ‖·‖_* the dual norm (Bernstein & Newhouse 2024, "Old Optimizer, New Norm"; docs/theory.md §3):
 
 ====  ==============================================  =====================================
 norm  u                                               optimizer

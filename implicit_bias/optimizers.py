@@ -94,7 +94,7 @@ def sign_sgd() -> Optimizer:
     """signSGD θ ← θ − α_t sign(∇f(θ)), with sign(0) = 0 (Bernstein et al. 2018).
 
     Every step has ℓ∞ length α_t whatever the gradient, so with a constant step it never
-    settles; it needs α_t → 0 (THEORY.md §1).
+    settles; it needs α_t → 0 (docs/theory.md §1).
     """
 
     def update(grad: np.ndarray, state: EmptyState, lr: float) -> tuple[np.ndarray, EmptyState]:
@@ -115,7 +115,7 @@ def epoch_rms_adam(eps: float, epoch_gradients: str) -> Optimizer:
 
     Coordinates with v_i = 0 get M_ii = 0 (their gradient is 0, matching sign(0) = 0).
     With one sample, full batch and ε = 0, ``current`` gives M_t ∇f = sign(∇f) exactly
-    (THEORY.md §1); ``previous`` does not (it scales by the last step's gradient).
+    (docs/theory.md §1); ``previous`` does not (it scales by the last step's gradient).
     """
 
     def inverse_root(mean_square: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ Which theory predicts which optimizer is a scientific claim, so it lives in one 
 prediction is made only when every precondition holds; otherwise the record says
 "no prediction" and names the precondition that failed.
 
-Rank-one data (THEORY.md §2, last bullet): with one equation aᵀθ = b every update of these
+Rank-one data (docs/theory.md §2.4): with one equation aᵀθ = b every update of these
 optimizers is a multiple of one fixed direction v, so the iterates stay on the line
 θ0 + span(v) and, if they converge to a solution, the limit is
 
@@ -14,13 +14,15 @@ optimizers is a multiple of one fixed direction v, so the iterates stay on the l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .norms import penalized_step
-from .problems import Problem, feature_scale
+from .problems import Problem, condition_number, feature_scale
+from .tolerances import EPS, data_gradient_scale
 
 RANK_ONE_FORMULA = "θ∞ = θ0 + v (b − aᵀθ0) / (aᵀv)"
 
@@ -50,19 +52,29 @@ def _eps_is_zero(problem: Problem, params: Mapping[str, Any]) -> str | None:
             f"eps = {params['eps']:g} > 0: once the gradients shrink below eps the method behaves "
             "like GD with step lr/eps, so the limit drifts off the sign line by an amount that "
             "grows with eps; the sign-line point is reported as an approximation and the "
-            "record's error is the measured drift (THEORY.md §4)"
+            "record's error is the measured drift (docs/theory.md §4)"
         )
     return None
+
+
+def tie_tolerance(n: int) -> float:
+    """Relative gap below which two gradient entries count as tied: 8·(n + 1)·eps. The
+    computed gradient (−2/n)·Aᵀr rounds each entry in its own way (a product and an n-term
+    sum), so entries of A this close can swap order, or become equal, in float64."""
+    return 8.0 * (n + 1) * EPS
 
 
 def _unique_largest_entry(problem: Problem, params: Mapping[str, Any]) -> str | None:
     if params.get("norm") != "l1" or problem.A.shape[0] != 1:
         return None
     magnitudes = np.abs(problem.A[0])
-    largest = np.flatnonzero(magnitudes == magnitudes.max())
+    peak = float(magnitudes.max())
+    largest = np.flatnonzero(magnitudes >= peak * (1.0 - tie_tolerance(1)))
     if largest.size > 1:
+        exact = bool(np.all(magnitudes[largest] == peak))
+        how = "tie" if exact else f"tie within rounding (relative gap ≤ {tie_tolerance(1):.1e}, a few ulps)"
         return (
-            f"coordinates {largest.tolist()} tie for the largest |a_i|: the steepest ℓ1 direction is "
+            f"coordinates {largest.tolist()} {how} for the largest |a_i|: the steepest ℓ1 direction is "
             "not unique, and the limit depends on how ties are broken"
         )
     return None
@@ -78,9 +90,9 @@ STEEPEST_TEXT = {
     "l2": "v = a", "linf": "v = sign(a)", "l1": "v = e_k, k = argmax |a_i|",
     "lp": "v = sign(a) ⊙ |a|^(q−1), q = p/(p−1) (the min-ℓp interpolant, by Hölder's equality case)",
 }
-GD_SOURCE = "THEORY.md §1-2: GD moves only along a (Gunasekar, Lee, Soudry, Srebro, ICML 2018)"
+GD_SOURCE = "docs/theory.md §1, §2.4: GD moves only along a (Gunasekar, Lee, Soudry, Srebro, ICML 2018)"
 ADAPTIVE_SOURCE = (
-    "THEORY.md §2: with one sample every gradient is a multiple of a, so m_i/√v_i = sign(a_i)·c_t "
+    "docs/theory.md §2.4: with one sample every gradient is a multiple of a, so m_i/√v_i = sign(a_i)·c_t "
     "and the step moves along sign(a) (Wilson, Roelofs, Stern, Srebro, Recht, NeurIPS 2017)"
 )
 
@@ -91,7 +103,7 @@ def _preconditioned(s: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 
 SIGN_SOURCE = (
-    "THEORY.md §1-2: with one sample the epoch mean of g_i² is g_i², so M_t∇f = sign(∇f) and "
+    "docs/theory.md §1, §2.4: with one sample the epoch mean of g_i² is g_i², so M_t∇f = sign(∇f) and "
     "every step moves along sign(a) (Wilson, Roelofs, Stern, Srebro, Recht, NeurIPS 2017: "
     "the condition A sign(Aᵀb) = c b holds with c = ‖a‖₁)"
 )
@@ -110,7 +122,7 @@ THEORIES: dict[str, Theory] = {
         direction=_steepest_direction,
         direction_text=lambda params: f"norm {params['norm']}: {STEEPEST_TEXT[params['norm']]}",
         source=(
-            "THEORY.md §2-3: the steepest-descent step for a norm is a fixed direction times a scalar "
+            "docs/theory.md §2.4, §3: the steepest-descent step for a norm is a fixed direction times a scalar "
             "when every gradient is a multiple of a (Gunasekar et al. 2018; Bernstein & Newhouse 2024)"
         ),
         checks=(_unique_largest_entry,),
@@ -118,7 +130,7 @@ THEORIES: dict[str, Theory] = {
     "preconditioned": Theory(
         direction=lambda a, params: np.asarray(params["diagonal"]) * a,
         direction_text="v = P a",
-        source="THEORY.md §2: θ ← θ − α P ∇f moves along P a when every gradient is a multiple of a",
+        source="docs/theory.md §2.2, §2.4: θ ← θ − α P ∇f moves along P a when every gradient is a multiple of a",
     ),
     "adam": Theory(lambda a, params: np.sign(a), "v = sign(a)", ADAPTIVE_SOURCE, approximations=(_eps_is_zero,)),
     "adagrad": Theory(lambda a, params: np.sign(a), "v = sign(a)", ADAPTIVE_SOURCE, approximations=(_eps_is_zero,)),
@@ -126,7 +138,7 @@ THEORIES: dict[str, Theory] = {
     "sign_sgd": Theory(
         direction=lambda a, params: np.sign(a),
         direction_text="v = sign(a)",
-        source="THEORY.md §1-2: every signSGD step is ±α_t sign(a)",
+        source="docs/theory.md §1, §2.4: every signSGD step is ±α_t sign(a)",
     ),
     "epoch_rms_adam": Theory(
         direction=lambda a, params: np.sign(a),
@@ -138,7 +150,7 @@ THEORIES: dict[str, Theory] = {
         direction=lambda a, params: _preconditioned(feature_scale(a[np.newaxis, :]), a),
         direction_text="v = s² ⊙ a, s_i = 1/rms(column i)",
         source=(
-            "THEORY.md §1-2: SGD on features rescaled by s moves θ along s² ⊙ a "
+            "docs/theory.md §1, §2.2: SGD on features rescaled by s moves θ along s² ⊙ a "
             "(= GD preconditioned by P = diag(s)²)"
         ),
     ),
@@ -176,16 +188,16 @@ def predict(optimizer: str, params: Mapping[str, Any], problem: Problem, batch_s
     return Prediction(point, formula, theory.source, "", exact=not approximation, approximation=approximation)
 
 
-# ---------------------------------------------------------------- several equations (THEORY.md §2)
+# ---------------------------------------------------------------- several equations (docs/theory.md §2)
 
 GD_FAMILY = ("sgd", "momentum", "nesterov")
 WILSON_FAMILY = ("adam", "adagrad", "rmsprop", "sign_sgd")
 GENERAL_GD = "θ∞ = θ0 + A⁺(b − Aθ0)"
 GENERAL_PRECONDITIONED = "θ∞ = θ0 + P^{1/2}(A P^{1/2})⁺(b − Aθ0)"
 WILSON = "θ∞ = sign(Aᵀb)/c when A sign(Aᵀb) = c·b and θ0 = 0"
-GD_GENERAL_SOURCE = ("THEORY.md §2: GD, SGD, heavy ball and Nesterov stay in θ0 + range(Aᵀ) (Gunasekar, Lee, "
+GD_GENERAL_SOURCE = ("docs/theory.md §2.1: GD, SGD, heavy ball and Nesterov stay in θ0 + range(Aᵀ) (Gunasekar, Lee, "
                      "Soudry, Srebro, ICML 2018; Azizan & Hassibi, ICLR 2019 for per-sample SGD)")
-WILSON_SOURCE = ("THEORY.md §2: Wilson, Roelofs, Stern, Srebro, Recht (NeurIPS 2017): if A sign(Aᵀb) = c·b, every "
+WILSON_SOURCE = ("docs/theory.md §2.5: Wilson, Roelofs, Stern, Srebro, Recht (NeurIPS 2017): if A sign(Aᵀb) = c·b, every "
                  "gradient keeps the sign pattern of Aᵀb and the iterates stay on the line through sign(Aᵀb)")
 
 
@@ -208,13 +220,70 @@ def _fixed_preconditioner(optimizer: str, params: Mapping[str, Any], A: np.ndarr
     """(diagonal of P, formula, source) for the methods that move θ only within θ0 + P range(Aᵀ)."""
     if optimizer in GD_FAMILY or (optimizer == "steepest" and params.get("norm") == "l2"):
         return np.ones(A.shape[1]), GENERAL_GD, GD_GENERAL_SOURCE
-    source = ("THEORY.md §2: a fixed preconditioner P keeps θ in θ0 + P range(Aᵀ); rescaled SGD is P = S², "
+    source = ("docs/theory.md §2.2: a fixed preconditioner P keeps θ in θ0 + P range(Aᵀ); rescaled SGD is P = S², "
               "S = diag(1/rms of each feature)")
     if optimizer == "rescaled_sgd":
         return feature_scale(A) ** 2, GENERAL_PRECONDITIONED, source
     if optimizer == "preconditioned":
         return np.asarray(params["diagonal"]), GENERAL_PRECONDITIONED, source
     return None
+
+
+SIGN_LIKE = ("sign_sgd", "adam", "adagrad", "rmsprop", "epoch_rms_adam")
+FULL_RANK_SOURCE = ("docs/theory.md §2.3: with full column rank f has exactly one stationary point, the least-squares "
+                    "solution, and the stopping rule accepts only points where the full gradient vanishes (relative "
+                    "to its terms), whatever the optimizer, schedule or minibatching")
+RANK_ONE_SOURCE = ("docs/theory.md §2.4: rows a_j = k_j a, so every full, minibatch and per-sample gradient is a "
+                   "multiple of a")
+
+
+def _exactly_proportional_signs(A: np.ndarray) -> bool:
+    """Do all nonzero rows have the sign pattern ±sign(a) of the largest row, zeros included?
+    Sign-type steps see only signs, so rows proportional merely within rounding would move
+    coordinates the rank-one theory keeps fixed."""
+    a = A[int(np.argmax(np.sum(A * A, axis=1)))]
+    pattern = np.sign(a)
+    rows = np.sign(A[np.any(A != 0, axis=1)])
+    return bool(np.all(np.all(rows == pattern, axis=1) | np.all(rows == -pattern, axis=1)))
+
+
+def _sign_is_discontinuous(optimizer: str, params: Mapping[str, Any]) -> bool:
+    return optimizer in SIGN_LIKE or (optimizer == "steepest" and params.get("norm") in ("l1", "linf"))
+
+
+def _wilson(problem: Problem, params: Mapping[str, Any], minibatch: bool) -> Prediction:
+    """Wilson et al.'s line: if A u = c·b with u = sign(Aᵀb) and c > 0, every full-batch
+    sign-type or adaptive step from a θ0 on span(u) stays on that line, and the only
+    stationary point on it is u/c (docs/theory.md §2.5)."""
+    A, b, theta0 = problem.A, problem.b, problem.theta0
+    n = A.shape[0]
+    atb = A.T @ b
+    direction = np.sign(atb)
+    along = A @ direction
+    scale = float(b @ b)
+    c = float(along @ b) / scale if scale > 0 else 0.0
+    terms = np.abs(A).T @ np.abs(b)
+    rounding_zero = (np.abs(atb) <= tie_tolerance(n) * terms) & np.any(A != 0, axis=0)
+    lam = float(direction @ theta0) / float(direction @ direction) if np.any(direction) else 0.0
+    off_line = float(np.max(np.abs(theta0 - lam * direction)))
+    if rounding_zero.any():
+        reason = (f"Aᵀb is zero within rounding in coordinates {np.flatnonzero(rounding_zero).tolist()}: sign-type "
+                  "steps there follow rounding noise, so the line argument does not hold")
+    elif off_line > tie_tolerance(n) * max(float(np.max(np.abs(theta0))), 1e-300):
+        reason = (f"θ0 is {off_line:.3g} off the line span(sign(Aᵀb)): Wilson's line argument needs θ0 on it "
+                  "(θ0 = 0 included)")
+    elif minibatch:
+        reason = "Wilson's result is for full-batch steps (batch_size < n here)"
+    elif c <= 0 or np.max(np.abs(along - c * b)) > 1e-12 * float(np.max(np.abs(A) @ np.abs(direction))):
+        shown = np.array2string(along, precision=4, threshold=6)
+        reason = (f"A sign(Aᵀb) = {shown} is not a positive multiple of b: Wilson's "
+                  "condition fails, and for several equations sign-type descent has no closed form "
+                  "(its limit can depend on the step sizes; Gunasekar et al. 2018)")
+    else:
+        approximation = _eps_is_zero(problem, params) or ""
+        return Prediction(direction / c, WILSON, WILSON_SOURCE, "", exact=not approximation,
+                          approximation=approximation)
+    return Prediction(None, WILSON, WILSON_SOURCE, reason)
 
 
 def predict_general(optimizer: str, params: Mapping[str, Any], problem: Problem, batch_size: int | None) -> Prediction:
@@ -224,17 +293,23 @@ def predict_general(optimizer: str, params: Mapping[str, Any], problem: Problem,
     minibatch = batch_size is not None and batch_size < n
     norm_kind = params.get("norm")
     rank = int(np.linalg.matrix_rank(A))
-    if rank == 1 and not minibatch:  # every gradient is a multiple of one row: the one-equation theory
+    if rank == d:  # one stationary point: every run the stopping rule accepts ends there
+        unique = np.linalg.lstsq(A, b, rcond=None)[0]
+        consistent = _consistent(A, b, unique)
+        what = "the only solution" if consistent else "the only least-squares point (the system is inconsistent)"
+        return Prediction(unique, f"θ∞ = A⁺b, {what}: A has full column rank", FULL_RANK_SOURCE, "")
+    if rank == 1:  # every gradient, full or minibatch, is a multiple of one row: the one-equation theory
+        if _sign_is_discontinuous(optimizer, params) and not _exactly_proportional_signs(A):
+            return Prediction(None, RANK_ONE_FORMULA, RANK_ONE_SOURCE,
+                              "A has rank one only within rounding (its rows' sign patterns differ): sign-type "
+                              "steps see the difference, so the rank-one theory does not apply")
         reduced = _one_equation(problem)
         prediction = predict(optimizer, params, reduced)
         note = " (rank-one A: the least-squares combination of its equations, aᵀθ = β)"
-        return prediction._replace(formula=prediction.formula + note) if prediction.formula else prediction
-    if rank == d:
-        unique = np.linalg.lstsq(A, b, rcond=None)[0]
-        if _consistent(A, b, unique):
-            return Prediction(unique, "θ∞ = A⁺b, the only solution (A has full column rank)",
-                              "linear algebra: a consistent system of full column rank has one solution, so every "
-                              "run that converges to a solution ends there", "")
+        if not prediction.formula:
+            return prediction
+        return prediction._replace(formula=prediction.formula + note,
+                                   source=f"{RANK_ONE_SOURCE}; {prediction.source}")
     preconditioner = _fixed_preconditioner(optimizer, params, A)
     if preconditioner is not None:  # GD family (P = I), rescaled SGD (P = S²), preconditioned (P = diag)
         diagonal, formula, source = preconditioner
@@ -246,69 +321,179 @@ def predict_general(optimizer: str, params: Mapping[str, Any], problem: Problem,
                               "SGD's limit then depends on the step-size schedule (a constant step never settles)")
         return Prediction(point, formula, source, "")
     if optimizer in WILSON_FAMILY or (optimizer == "steepest" and norm_kind == "linf"):
-        direction = np.sign(A.T @ b)
-        along = A @ direction
-        scale = float(b @ b)
-        c = float(along @ b) / scale if scale > 0 else 0.0
-        if np.any(theta0 != 0):
-            reason = "Wilson's result needs θ0 = 0"
-        elif minibatch:
-            reason = "Wilson's result is for full-batch steps (batch_size < n here)"
-        elif c <= 0 or np.max(np.abs(along - c * b)) > 1e-12 * float(np.max(np.abs(A) @ np.abs(direction))):
-            shown = np.array2string(along, precision=4, threshold=6)
-            reason = (f"A sign(Aᵀb) = {shown} is not a positive multiple of b: Wilson's "
-                      "condition fails, and for several equations sign-type descent has no closed form "
-                      "(its limit can depend on the step sizes; Gunasekar et al. 2018)")
-        else:
-            approximation = _eps_is_zero(problem, params) or ""
-            return Prediction(direction / c, WILSON, WILSON_SOURCE, "", exact=not approximation,
-                              approximation=approximation)
-        return Prediction(None, WILSON, WILSON_SOURCE, reason)
+        return _wilson(problem, params, minibatch)
     if optimizer == "epoch_rms_adam":
-        return Prediction(None, "", "THEORY.md §2; Baek, Song, Yun (2025)",
+        return Prediction(None, "", "docs/theory.md §2.6; Baek, Song, Yun (2025)",
                           "with several samples epoch-RMS Adam is a per-sample-preconditioned method and its ℓ∞ "
                           "bias is not guaranteed: no closed form (measured limit and references only)")
     if optimizer == "steepest":
-        return Prediction(None, "", "THEORY.md §2; Gunasekar et al. (2018)",
+        return Prediction(None, "", "docs/theory.md §2.6; Gunasekar, Lee, Soudry, Srebro (ICML 2018)",
                           f"steepest descent under {norm_kind} for several equations is in general not the "
                           "minimum-norm interpolant and can depend on step sizes: no closed form")
     return Prediction(None, "", "", f"no theory for {optimizer!r} on several equations")
 
 
-def verdict_tolerance(verdict_tol: float, grad_tol: float, kappa: float | None) -> float:
-    """The relative error a ``match`` may have: max(verdict_tol, 4 · grad_tol · κ(A)²).
+# ---------------------------------------------------------------- the verdict (docs/theory.md §5)
 
-    The stopping rule bounds the gradient relative to the size of its terms. For one equation
-    that bounds the error of the limit by a few × grad_tol (README, "Why these numbers"); for
-    several equations the error can be up to about κ(A)² times the relative gradient, so an
-    ill-conditioned system gets the tolerance its stopping rule can actually guarantee (lower
-    grad_tol to tighten it). κ unknown (a very large A): verdict_tol.
-    """
-    return max(verdict_tol, 4.0 * grad_tol * (kappa or 1.0) ** 2)
+VERDICTS = ("match", "mismatch", "inconclusive", "approximate", "not_converged", "no_prediction")
+
+#: the theories whose points compete with a prediction: a match must single one of them out
+FAMILIES = {
+    "GD family (sgd)": ("sgd", {}),
+    "sign family (sign_sgd)": ("sign_sgd", {}),
+    "rescaled SGD": ("rescaled_sgd", {}),
+    "steepest ℓ1": ("steepest", {"norm": "l1", "p": 2.0, "squared": True}),
+}
+#: alternatives are computed only for systems up to this many entries (a few SVDs each)
+ALTERNATIVES_LIMIT = 2 * 10**5
+
+
+class Tolerance(NamedTuple):
+    """What the stopping rule and float64 guarantee about a converged run's limit."""
+
+    absolute: float  # a match needs ‖limit − prediction‖∞ ≤ absolute
+    relative: float  # max(verdict_tol, 4·g·c), the part set by the stopping rule
+    scale: float  # L = max(‖prediction − θ0‖∞, ‖b‖/‖A‖_F): the distance to travel, or the solution's size
+    resolution: float  # max(steps, 1)·eps·max(‖θ0‖∞, ‖prediction‖∞, ‖limit‖∞): float64 rounding over the run
+    nearest: str | None  # the nearest competing point that is not the prediction itself
+    separation: float  # its distance from the prediction (inf if none)
+    reason: str  # why no match or mismatch can be claimed ("" if one can)
 
 
 class Comparison(NamedTuple):
     error: float | None  # ‖limit − prediction‖∞
-    relative_error: float | None  # error / max(‖prediction‖∞, ‖θ0‖∞)
-    verdict: str  # "match", "mismatch", "approximate", "not_converged" or "no_prediction"
+    relative_error: float | None  # error / L (see Tolerance.scale)
+    verdict: str  # one of VERDICTS
+    tolerance: Tolerance | None = None
 
 
-def compare(limit: np.ndarray, prediction: Prediction, status: str, tol: float, theta0: np.ndarray) -> Comparison:
-    """Error = ‖limit − prediction‖∞; ``match`` needs a converged run and error ≤ tol · scale.
+def alternatives(problem: Problem, batch_size: int | None = None,
+                 references: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Every point a run on ``problem`` might be claimed to reach: the start θ0 (a run that
+    never moved), the points the theory families of :data:`FAMILIES` predict, and the
+    reference interpolants."""
+    points = {"the start θ0 (no motion)": problem.theta0}
+    if problem.A.size <= ALTERNATIVES_LIMIT:
+        for name, (optimizer, params) in FAMILIES.items():
+            point = predict(optimizer, params, problem, batch_size).point
+            if point is not None:
+                points[name] = point
+    for name, point in (references or {}).items():
+        points[f"the {name} interpolant"] = np.asarray(point)
+    return points
 
-    An approximate prediction gets no match/mismatch: its verdict is ``approximate`` and its
-    error is the measured deviation from it.
 
-    scale = max(‖prediction‖∞, ‖θ0‖∞), the size of the points involved, so the verdict means
-    the same for data of any magnitude (scale 1 if both are 0, where the limit must be 0).
+def _direction_factor(problem: Problem, prediction: np.ndarray) -> float:
+    """c = ‖a‖₂‖v‖∞/|aᵀv| for one equation, v = prediction − θ0 the direction of motion: the
+    gradient's relative size bounds the limit's relative error along v up to this factor."""
+    if problem.A.shape[0] != 1:
+        return 1.0
+    a, v = problem.A[0], prediction - problem.theta0
+    peak_a, peak_v = float(np.max(np.abs(a))), float(np.max(np.abs(v)))
+    if peak_a == 0.0 or peak_v == 0.0:
+        return 1.0
+    a_hat, v_hat = a / peak_a, v / peak_v
+    along = abs(float(a_hat @ v_hat))
+    return float(np.linalg.norm(a_hat)) / along if along > 0 else math.inf
+
+
+def tolerance(problem: Problem, prediction: np.ndarray, limit: np.ndarray, steps: int, grad_norm: float,
+              verdict_tol: float, grad_tol: float, kappa: float | None,
+              competitors: Mapping[str, np.ndarray]) -> Tolerance:
+    """The error a ``match`` may have, and whether a match would mean anything.
+
+    - L = max(‖p − θ0‖∞, ‖b‖₂/‖A‖_F): errors are relative to the distance the run must
+      travel, or to the size of the data's own solution when that is larger; never to ‖θ0‖,
+      so a start far out in the null space of A cannot inflate the tolerance.
+    - relative = max(verdict_tol, 4·g·c·κ²), g = max(grad_tol, ‖∇f(limit)‖/G*) the gradient
+      the stopping rule actually accepted relative to the data's gradient scale G*, κ the
+      condition number (n > 1), c the direction factor of one equation.
+    - resolution = max(steps, 1)·eps·max(‖θ0‖∞, ‖p‖∞, ‖limit‖∞): each step's addition rounds
+      at eps·|θ|, so no run can be trusted closer than this.
+    - absolute = max(relative·L, resolution).
+    - inconclusive when κ is unknown for n > 1, or when a competing point that is not the
+      prediction itself (farther than rounding from it) lies within 2·absolute: then even an
+      exact hit could not tell the theories apart.
+    """
+    A, b, theta0 = problem.A, problem.b, problem.theta0
+    travel = float(np.max(np.abs(prediction - theta0)))
+    frobenius = float(np.linalg.norm(A))
+    solution_size = float(np.linalg.norm(b)) / frobenius if frobenius > 0 else 0.0
+    scale = max(travel, solution_size)
+    data_scale = data_gradient_scale(A, b, theta0)
+    accepted = grad_norm / data_scale if data_scale > 0 and math.isfinite(grad_norm) else 0.0
+    g = max(grad_tol, accepted)
+    several = A.shape[0] > 1
+    k = 1.0 if not several or kappa is None else kappa
+    relative = max(verdict_tol, 4.0 * g * _direction_factor(problem, prediction) * k * k)
+    size = max(float(np.max(np.abs(theta0))), float(np.max(np.abs(prediction))), float(np.max(np.abs(limit))))
+    resolution = max(steps, 1) * EPS * size
+    absolute = max(relative * scale, resolution)
+    same = (64.0 + 16.0 * k) * EPS  # two computed points this close (relative) are one claim
+    nearest, separation = None, math.inf
+    for name, point in competitors.items():
+        gap = float(np.max(np.abs(point - prediction)))
+        if gap > same * max(size, float(np.max(np.abs(point)))) and gap < separation:
+            nearest, separation = name, gap
+    if several and kappa is None:
+        reason = ("κ(A) was not computed (min(n, d) > the SVD limit), so the stopping rule's guarantee on the "
+                  "limit is unknown")
+    elif 2.0 * absolute >= separation:
+        reason = (f"the stopping rule and float64 guarantee the limit only to ±{absolute:.2g}, but {nearest} lies "
+                  f"{separation:.2g} from the prediction: a match could not tell them apart")
+    else:
+        reason = ""
+    return Tolerance(absolute, relative, scale, resolution, nearest, separation, reason)
+
+
+def compare(limit: np.ndarray, prediction: Prediction, status: str, tol: Tolerance | None) -> Comparison:
+    """The verdict, in this order: ``no_prediction`` (no theory applies), ``not_converged``
+    (the run did not pass the stopping rule), ``approximate`` (the prediction is only an
+    approximation: the error is the measured deviation), ``inconclusive`` (``tol.reason``),
+    else ``match`` if ‖limit − prediction‖∞ ≤ ``tol.absolute`` and ``mismatch`` otherwise."""
+    if prediction.point is None:
+        return Comparison(None, None, "no_prediction", tol)
+    error = float(np.max(np.abs(limit - prediction.point)))
+    relative = error / tol.scale if tol is not None and tol.scale > 0 else None
+    if status != "converged":
+        return Comparison(error, relative, "not_converged", tol)
+    if not prediction.exact:
+        return Comparison(error, relative, "approximate", tol)
+    if tol is None or tol.reason:
+        return Comparison(error, relative, "inconclusive", tol)
+    return Comparison(error, relative, "match" if error <= tol.absolute else "mismatch", tol)
+
+
+def judge(problem: Problem, prediction: Prediction, limit: np.ndarray, status: str, *, steps: int = 0,
+          grad_norm: float = 0.0, verdict_tol: float = 1e-10, grad_tol: float = 1e-12,
+          kappa: float | None | str = "compute", batch_size: int | None = None,
+          references: Mapping[str, np.ndarray] | None = None) -> Comparison:
+    """Compare a run's limit with its prediction under the rule of :func:`tolerance`.
+
+    ``steps`` and ``grad_norm`` are the run's (its RunResult fields); ``kappa`` defaults to
+    :func:`~implicit_bias.problems.condition_number`; ``references`` (the interpolants) join
+    the competing points.
     """
     if prediction.point is None:
-        return Comparison(None, None, "no_prediction")
-    error = float(np.max(np.abs(limit - prediction.point)))
-    scale = max(float(np.max(np.abs(prediction.point))), float(np.max(np.abs(theta0)))) or 1.0
-    relative = error / scale
-    if status != "converged":
-        return Comparison(error, relative, "not_converged")
-    if not prediction.exact:
-        return Comparison(error, relative, "approximate")
-    return Comparison(error, relative, "match" if relative <= tol else "mismatch")
+        return compare(limit, prediction, status, None)
+    if kappa == "compute":
+        kappa = condition_number(problem)
+    competitors = alternatives(problem, batch_size, references)
+    tol = tolerance(problem, prediction.point, limit, steps, grad_norm, verdict_tol, grad_tol, kappa, competitors)
+    return compare(limit, prediction, status, tol)
+
+
+def verdict_fields(comparison: Comparison) -> dict[str, Any]:
+    """The record's fields that say how the verdict was reached (result.json)."""
+    tol = comparison.tolerance
+    if tol is None:
+        return {"verdict_tol_used": None, "verdict_tolerance": None, "verdict_scale": None,
+                "verdict_reason": None, "nearest_alternative": None}
+    return {
+        "verdict_tol_used": tol.relative,  # relative to verdict_scale
+        "verdict_tolerance": tol.absolute,  # the max-abs error a match may have
+        "verdict_scale": tol.scale,
+        "verdict_resolution": tol.resolution,
+        "verdict_reason": tol.reason or None,
+        "nearest_alternative": None if tol.nearest is None else {"name": tol.nearest, "distance": tol.separation},
+    }

@@ -67,8 +67,9 @@ from .optimizers import Optimizer, compact_state
 from .params import Boolean, Integer, Real
 from .problems import Problem, loss
 from .schedules import Schedule
+from .tolerances import EPS, data_gradient_scale, norms, out_of_range, rounding_factor
 
-STATUSES = ("converged", "max_steps", "diverged", "non_finite", "interrupted")
+STATUSES = ("converged", "max_steps", "diverged", "non_finite", "out_of_range", "interrupted")
 
 #: the largest ``max_steps``: step counters, schedules and the trajectory's step array are
 #: int64, and 10^15 steps would take decades at the fastest step this loop takes
@@ -360,6 +361,16 @@ class _Monitor:
         b_norm = float(np.linalg.norm(b))
         self.frobenius, self.b_norm = frobenius, b_norm
         self.theta_floor = b_norm / frobenius if frobenius > 0 else 0.0
+        self.theta0 = problem.theta0[:, np.newaxis]
+        self.rho_eps = rounding_factor(A.shape[1]) * EPS
+        # G*: the gradient scale of the data and of the part of θ0 that A sees; the stopping
+        # rule's bar grad_tol·G* ignores any part of θ0 in the null space of A
+        self.data_scale = data_gradient_scale(A, b, problem.theta0)
+        self.out_of_range = out_of_range(self.data_scale, bool(np.any(b) or np.any(A @ problem.theta0)))
+        start = self.theta0[np.newaxis]
+        start_grad = self.A.T @ (self.b - self.A @ start) * (-2.0 / self.n)
+        self.start_stationary = bool(norms(start_grad)[0] <= self._gradient_bar(self._terms(start))[0])
+        self.initial_loss = loss(problem, problem.theta0)
         self.record_steps = log_spaced_steps(settings.max_steps, settings.records_per_decade).tolist()
         size = len(self.record_steps) + 1
         self.steps = np.zeros((count, size), dtype=np.int64)
@@ -413,6 +424,15 @@ class _Monitor:
             self.next_event = min(self.next_event, self.record_steps[self.next_record_index])
         return stopped
 
+    def _terms(self, theta: np.ndarray) -> np.ndarray:
+        """G_t = (2/n)‖|A|ᵀ(|b| + |A||θ_t|)‖ per member: the size of the terms the gradient
+        is computed from, whose rounding (ρ_d·eps·G_t) no computed gradient can go below."""
+        return (2.0 / self.n) * norms(self.abs_A.T @ (self.abs_b + self.abs_A @ np.abs(theta)))
+
+    def _gradient_bar(self, terms: np.ndarray) -> np.ndarray:
+        """max(grad_tol·G*, ρ_d·eps·G_t): stationary relative to the data, or to rounding."""
+        return np.maximum(self.settings.grad_tol * self.data_scale, self.rho_eps * terms)
+
     def _original(self, theta: np.ndarray) -> np.ndarray:
         """Points in the problem's coordinates (the optimizer may run in rescaled ones)."""
         return theta if self.scale is None else theta * self.scale
@@ -429,16 +449,20 @@ class _Monitor:
         # non-finite unless its column is zero, and a zero column's coordinate never moves.
         s = self.settings
         final = t >= s.max_steps
+        if self.out_of_range:  # decided by the data alone, before the first step
+            for member in members:
+                self._stop(member, "out_of_range", f"stopped before the first step: {self.out_of_range}")
+            return np.ones(len(members), dtype=bool)
         healthy = current_loss <= self.divergence_threshold  # False for NaN and ±inf too
         theta = self._original(theta)
         if self.scale is not None:
             g = g / self.scale  # ∇_θ f = ∇_θ' f / s
-        grad_norm = np.sqrt(_dots(g))
-        theta_norm = np.sqrt(_dots(theta))
-        # Fast path: ‖A‖_F (‖b‖ + ‖A‖_F ‖θ‖) bounds the exact scale from above, so a gradient
-        # above this bound fails the test without computing the exact scale.
-        rough = s.grad_tol * (2.0 / self.n) * self.frobenius
-        candidates = healthy & (grad_norm <= rough * (self.b_norm + self.frobenius * theta_norm))
+        grad_norm = norms(g)
+        theta_norm = norms(theta)
+        # Fast path: ‖A‖_F (‖b‖ + ‖A‖_F ‖θ‖) bounds G_t·n/2 from above, so a gradient above
+        # the bar it gives fails the test without computing G_t.
+        rough = (2.0 / self.n) * self.frobenius * (self.b_norm + self.frobenius * theta_norm)
+        candidates = healthy & (grad_norm <= self._gradient_bar(rough))
         if not final and healthy.all() and not candidates.any():  # the common case: nobody stops
             self.last_grad_norm[members] = grad_norm
             return None
@@ -449,16 +473,18 @@ class _Monitor:
         converged = np.zeros_like(healthy)
         if candidates.any():
             c = candidates
-            terms = self.abs_A.T @ (self.abs_b + self.abs_A @ np.abs(theta[c]))
-            grad_bound = s.grad_tol * (2.0 / self.n) * np.sqrt(_dots(terms))
-            step_norm = np.sqrt(_dots(self._original(delta[c]))) if t > 0 else np.full(int(c.sum()), math.inf)
-            step_bound = s.step_tol * np.maximum(theta_norm[c], self.theta_floor)
+            grad_bound = self._gradient_bar(self._terms(theta[c]))
+            step_norm = norms(self._original(delta[c])) if t > 0 else np.full(int(c.sum()), math.inf)
+            travelled = norms(theta[c] - self.theta0)
+            resolution = self.rho_eps * theta_norm[c]  # an update below this is lost to rounding
+            step_bound = np.maximum(s.step_tol * np.maximum(travelled, self.theta_floor), resolution)
             self.last_step_norm[members[c]] = step_norm
-            # A norm or bound that overflowed (data beyond ~1e150, whose squares leave float64)
-            # must not pass as inf <= inf.
+            # A norm or bound that overflowed (θ beyond the supported range) must not pass as inf <= inf.
             grad_ok = (grad_norm[c] <= grad_bound) & (grad_bound < math.inf)
             step_ok = (step_norm <= step_bound) & (step_bound < math.inf)
-            converged[c] = grad_ok & step_ok
+            # a run whose loss did not fall got nowhere, unless it started at a stationary point
+            progressed = (current_loss[c] < self.initial_loss) | self.start_stationary
+            converged[c] = grad_ok & step_ok & progressed
             for j, index in enumerate(np.flatnonzero(c)):
                 if not (converged[index] or final):
                     continue
@@ -469,6 +495,20 @@ class _Monitor:
                     exact = (" The residual is exactly 0.0: the iterate solves the equations in float64 and no "
                              "update moves it.") if not np.any(r[index]) else ""
                     self._stop(member, "converged", f"converged at step {t}: {tests}.{exact}")
+                elif not grad_bound[j] < math.inf:
+                    self._stop(member, "max_steps",
+                               f"max_steps={t} reached; the convergence test cannot be evaluated: the gradient's "
+                               f"terms |A|ᵀ(|b| + |A||θ|) overflow float64 at this iterate (‖θ‖ = "
+                               f"{theta_norm[index]:.3g}); {tests}")
+                elif step_ok[j] and step_norm[j] <= resolution[j]:
+                    self._stop(member, "max_steps",
+                               f"max_steps={t} reached, stalled: the updates ({step_norm[j]:.2e}) are below the "
+                               f"float64 resolution of θ (‖θ‖ = {theta_norm[index]:.3g}) and are lost to rounding; "
+                               f"{tests}")
+                elif step_ok[j] and grad_ok[j]:
+                    self._stop(member, "max_steps",
+                               f"max_steps={t} reached, stalled at the starting loss: the tests hold but the loss "
+                               f"never fell below its initial value {self.initial_loss:.3g}; {tests}")
                 elif step_ok[j]:
                     self._stop(member, "max_steps",
                                f"max_steps={t} reached, stalled: the steps vanished before the gradient did "

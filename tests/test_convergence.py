@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from implicit_bias.predictions import compare, predict
+from implicit_bias.predictions import judge, predict
 from implicit_bias.runner import run
 from conftest import A_HOMEWORK, build_config
 
@@ -59,7 +59,8 @@ def test_default_config_converges_to_the_homework_limit(optimizer):
     assert result.status == "converged", result.message
     assert np.max(np.abs(result.theta - EXPECTED[optimizer])) <= TOL
     prediction = predict(optimizer, experiment.optimizer.params, experiment.problem)
-    assert compare(result.theta, prediction, result.status, TOL, experiment.problem.theta0).verdict == "match"
+    assert judge(experiment.problem, prediction, result.theta, result.status, steps=result.steps,
+                  grad_norm=result.grad_norm, verdict_tol=TOL).verdict == "match"
 
 
 def test_sgd_limit_uses_the_full_squared_norm():
@@ -90,7 +91,8 @@ def test_constant_step_sign_sgd_is_reported_not_converged():
     assert "still moving" in result.message
     assert result.step_norm == pytest.approx(0.01 * np.sqrt(3))  # every step is α·(±1, ±1, ±1): it never settles
     prediction = predict("sign_sgd", {}, experiment.problem)
-    comparison = compare(result.theta, prediction, result.status, TOL, experiment.problem.theta0)
+    comparison = judge(experiment.problem, prediction, result.theta, result.status, steps=result.steps,
+                  grad_norm=result.grad_norm, verdict_tol=TOL)
     assert comparison.verdict == "not_converged"
     assert 1e-6 < comparison.error <= 0.01  # it hovers within one step of the limit
 
@@ -125,7 +127,8 @@ def test_nonzero_start_converges_to_the_rank_one_formula():
 def test_the_verdict_is_relative_to_the_size_of_the_solution(b):
     experiment, result = run_config(["optimizer=rescaled_sgd", f"dataset.b={b}"])
     prediction = predict("rescaled_sgd", {}, experiment.problem)
-    comparison = compare(result.theta, prediction, result.status, TOL, experiment.problem.theta0)
+    comparison = judge(experiment.problem, prediction, result.theta, result.status, steps=result.steps,
+                  grad_norm=result.grad_norm, verdict_tol=TOL)
     assert result.status == "converged" and comparison.verdict == "match"
     assert comparison.relative_error <= TOL
     np.testing.assert_allclose(result.theta, b * EXPECTED["rescaled_sgd"], rtol=1e-10)
@@ -139,7 +142,8 @@ def test_family_converges_to_its_exact_limit(case):
     assert np.max(np.abs(result.theta - expected)) <= TOL
     prediction = predict(experiment.optimizer.name, experiment.optimizer.params, experiment.problem)
     assert prediction.exact
-    assert compare(result.theta, prediction, result.status, TOL, experiment.problem.theta0).verdict == "match"
+    assert judge(experiment.problem, prediction, result.theta, result.status, steps=result.steps,
+                  grad_norm=result.grad_norm, verdict_tol=TOL).verdict == "match"
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adagrad", "rmsprop", "epoch_rms_adam"])
@@ -147,7 +151,8 @@ def test_with_eps_the_sign_prediction_is_approximate_and_the_drift_is_measured(o
     experiment, result = run_config([f"optimizer={optimizer}", "optimizer.eps=1e-4"])
     assert result.status == "converged", result.message
     prediction = predict(optimizer, experiment.optimizer.params, experiment.problem)
-    comparison = compare(result.theta, prediction, result.status, TOL, experiment.problem.theta0)
+    comparison = judge(experiment.problem, prediction, result.theta, result.status, steps=result.steps,
+                  grad_norm=result.grad_norm, verdict_tol=TOL)
     assert not prediction.exact and comparison.verdict == "approximate"
     assert abs(A @ result.theta - 1.0) < 1e-11  # still a solution, just not the sign-line one
     assert comparison.error > 0
@@ -173,5 +178,6 @@ def test_every_optimizer_config_converges_with_its_defaults(optimizer):
     assert result.status == "converged", result.message
     assert abs(A @ result.theta - 1.0) < 1e-11
     prediction = predict(optimizer, experiment.optimizer.params, experiment.problem)
-    verdict = compare(result.theta, prediction, result.status, TOL, experiment.problem.theta0).verdict
+    verdict = judge(experiment.problem, prediction, result.theta, result.status, steps=result.steps,
+                  grad_norm=result.grad_norm, verdict_tol=TOL).verdict
     assert verdict == ("match" if prediction.exact else "approximate")
