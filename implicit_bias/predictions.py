@@ -411,9 +411,10 @@ def tolerance(problem: Problem, prediction: np.ndarray, limit: np.ndarray, steps
     - resolution = max(steps, 1)·eps·max(‖θ0‖∞, ‖p‖∞, ‖limit‖∞): each step's addition rounds
       at eps·|θ|, so no run can be trusted closer than this.
     - absolute = max(relative·L, resolution).
-    - inconclusive when κ is unknown for n > 1, or when a competing point that is not the
-      prediction itself (farther than rounding from it) lies within 2·absolute: then even an
-      exact hit could not tell the theories apart.
+    - inconclusive when κ is unknown for n > 1, when 2·absolute ≥ L (the guarantee is not
+      small against the problem itself), or when a competing point that is not the prediction
+      itself (farther than rounding from it) lies within 2·absolute: then even an exact hit
+      could not tell the theories apart.
     """
     A, b, theta0 = problem.A, problem.b, problem.theta0
     travel = float(np.max(np.abs(prediction - theta0)))
@@ -438,6 +439,9 @@ def tolerance(problem: Problem, prediction: np.ndarray, limit: np.ndarray, steps
     if several and kappa is None:
         reason = ("κ(A) was not computed (min(n, d) > the SVD limit), so the stopping rule's guarantee on the "
                   "limit is unknown")
+    elif 2.0 * absolute >= scale:
+        reason = (f"the stopping rule and float64 guarantee the limit only to ±{absolute:.2g}, which is not small "
+                  f"against the scale of the problem ({scale:.2g}: the distance to travel or the solution's size)")
     elif 2.0 * absolute >= separation:
         reason = (f"the stopping rule and float64 guarantee the limit only to ±{absolute:.2g}, but {nearest} lies "
                   f"{separation:.2g} from the prediction: a match could not tell them apart")
