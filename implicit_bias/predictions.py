@@ -50,8 +50,9 @@ def _eps_is_zero(problem: Problem, params: Mapping[str, Any]) -> str | None:
     if params.get("eps", 0.0) != 0.0:
         return (
             f"eps = {params['eps']:g} > 0: once the gradients shrink below eps the method behaves "
-            "like GD with step lr/eps, so the limit drifts off the sign line by an amount that "
-            "grows with eps; the sign-line point is reported as an approximation and the "
+            "like preconditioned GD (step lr/eps with eps outside the square root, lr/√eps inside; "
+            "AdaGrad's accumulator never decays), so the limit drifts off the sign line by an amount "
+            "that grows with eps; the sign-line point is reported as an approximation and the "
             "record's error is the measured drift (docs/theory.md §4)"
         )
     return None
@@ -105,7 +106,7 @@ def _preconditioned(s: np.ndarray, a: np.ndarray) -> np.ndarray:
 SIGN_SOURCE = (
     "docs/theory.md §1, §2.4: with one sample the epoch mean of g_i² is g_i², so M_t∇f = sign(∇f) and "
     "every step moves along sign(a) (Wilson, Roelofs, Stern, Srebro, Recht, NeurIPS 2017: "
-    "the condition A sign(Aᵀb) = c b holds with c = ‖a‖₁)"
+    "the condition A sign(Aᵀb) = c b holds with c = ‖a‖₁/|b| for b ≠ 0)"
 )
 
 THEORIES: dict[str, Theory] = {
@@ -317,8 +318,10 @@ def predict_general(optimizer: str, params: Mapping[str, Any], problem: Problem,
         point = theta0 + root * (np.linalg.pinv(A * root) @ (b - A @ theta0))
         if minibatch and not _consistent(A, b, point):
             return Prediction(None, formula, source,
-                              "the system has no exact solution and the steps are stochastic (batch_size < n): "
-                              "SGD's limit then depends on the step-size schedule (a constant step never settles)")
+                              "the system has no exact solution and the steps are stochastic (batch_size < n): the "
+                              "minibatch gradients do not vanish together, so with a constant step the run never "
+                              "settles, and with a decaying one where it ends along the null space of A depends on "
+                              "the schedule (docs/theory.md §2.1)")
         return Prediction(point, formula, source, "")
     if optimizer in WILSON_FAMILY or (optimizer == "steepest" and norm_kind == "linf"):
         return _wilson(problem, params, minibatch)

@@ -27,12 +27,12 @@ def rank_one_problems(draw):
 
 
 def gd_reference(p: Problem) -> np.ndarray:
-    """θ0 + A⁺(b − Aθ0) (THEORY §2, first bullet)."""
+    """θ0 + A⁺(b − Aθ0) (docs/theory.md §2.1)."""
     return p.theta0 + np.linalg.pinv(p.A) @ (p.b - p.A @ p.theta0)
 
 
 def preconditioned_reference(p: Problem, P: np.ndarray) -> np.ndarray:
-    """θ0 + P^{1/2}(A P^{1/2})⁺(b − Aθ0) for diagonal P (THEORY §2, second bullet)."""
+    """θ0 + P^{1/2}(A P^{1/2})⁺(b − Aθ0) for diagonal P (docs/theory.md §2.2)."""
     root = np.sqrt(P)
     return p.theta0 + root * (np.linalg.pinv(p.A * root) @ (p.b - p.A @ p.theta0))
 
@@ -212,7 +212,7 @@ def test_sign_runs_converge_to_the_prediction_on_random_rank_one_data(p, name):
     opt = sign_sgd() if name == "sign_sgd" else epoch_rms_adam(0.0, "current")
     a, b, theta0 = p.A[0], p.b[0], p.theta0
     travel = abs(b - a @ theta0) / np.sum(np.abs(a))  # each coordinate moves this far
-    # geometric steps with γ ≥ 1/2 and total lr/(1 − γ) = 2·travel reach the limit (THEORY §1)
+    # geometric steps with γ ≥ 1/2 and total lr/(1 − γ) = 2·travel reach the limit (docs/theory.md §1)
     lr = travel / 5 if travel > 0 else 1e-3  # a rate on the scale of the problem
     result = run(p, opt, exponential(lr, 0.9), RunSettings(max_steps=20_000))
     assert result.status == "converged", result.message
