@@ -3,10 +3,16 @@
 A record is a plain dict of JSON types. Non-finite floats (a run that blew up) are written
 as ``null``, never as the non-standard ``NaN``/``Infinity`` tokens, so every record parses
 with any JSON reader; the ``status`` field says why a number is missing.
+
+Faults around records are one clear sentence each, never a traceback:
+:class:`RecordWriteError` (a write that failed: disk full, permission denied; no partial
+file is left), :class:`OutputDirError` (an output directory that cannot hold a run, or that
+already holds one) and :class:`DamagedFile` (a record or trajectory that does not read back).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import json
@@ -110,10 +116,47 @@ def make_record(
     return jsonable(record)
 
 
+class RecordWriteError(OSError):
+    """A file could not be written. Its message names the file and the reason, and says that
+    no partial file was left (the temporary file is removed); ``errno`` is the cause's."""
+
+    def __init__(self, path: Path, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+        self.path, self.cause = Path(path), cause
+
+    def __str__(self) -> str:
+        return f"could not write {self.path}: {os_reason(self.cause)}; no partial file was left"
+
+
+class OutputDirError(OSError):
+    """An output directory that cannot hold a run's records, or already holds another run's."""
+
+
+class DamagedFile(ValueError):
+    """A record or trajectory on disk that does not read back as one (truncated, empty, corrupt)."""
+
+
+def os_reason(err: OSError) -> str:
+    """'no space left on device (ENOSPC)': the reason of an OSError in words, with its code."""
+    code = errno.errorcode.get(err.errno, "") if err.errno is not None else ""
+    words = (err.strerror or str(err)).rstrip(".")
+    words = words[:1].lower() + words[1:]
+    return f"{words} ({code})" if code else words
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write to a temporary file in the same directory, then rename over ``path``.
+
+    A reader never sees a partial file: ``path`` is either its old content or all of
+    ``data``. On failure the temporary file is removed and :class:`RecordWriteError` (an
+    OSError with the same errno) names ``path`` and the reason.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise RecordWriteError(path, err) from err
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -121,9 +164,37 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, RecordWriteError):
+            raise RecordWriteError(path, err) from err
         raise
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an output directory (None if it can): it is a file, lies under
+    a file, cannot be created, or is not writable. Creates the directory if it is missing.
+
+    Writability is tried with a real temporary file, not ``os.access``: root passes every
+    permission test of ``os.access``, and a read-only file system fails only on writing.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"the output directory {path} is a file, not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        above = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        where = f" ({above} is a file)" if above is not None else ""
+        return f"the output directory {path} lies under a file{where}, so it cannot be created"
+    except OSError as err:
+        return f"the output directory {path} cannot be created: {os_reason(err)}"
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        return f"the output directory {path} is not writable: {os_reason(err)}"
+    return None
 
 
 def write_json(path: Path, record: Mapping[str, Any]) -> None:
@@ -132,6 +203,57 @@ def write_json(path: Path, record: Mapping[str, Any]) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+#: fields :func:`read_record` requires of a record, and of which type
+RECORD_FIELDS = {
+    "dataset": Mapping, "optimizer": Mapping, "schedule": Mapping, "settings": Mapping, "overrides": list,
+    "status": str, "message": str, "steps": (int, type(None)), "wall_time_s": (int, float, type(None)),
+    "limit": (list, type(None)), "prediction": (list, type(None)), "error": (int, float, type(None)),
+    "relative_error": (int, float, type(None)), "verdict": str,
+}
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A ``result.json`` read back, or :class:`DamagedFile` saying what is wrong with it
+    (empty, truncated, not JSON, or JSON that is not a record)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DamagedFile(f"{path.name} cannot be read: {os_reason(err)}") from err
+    if not data.strip():
+        raise DamagedFile(f"{path.name} is empty")
+    try:
+        record = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedFile(f"{path.name} is not valid JSON (truncated?): {err}") from err
+    if not isinstance(record, dict):
+        raise DamagedFile(f"{path.name} holds a JSON {type(record).__name__}, not a record")
+    wrong = [k for k, kind in RECORD_FIELDS.items() if not isinstance(record.get(k), kind) or k not in record]
+    if wrong:
+        raise DamagedFile(f"{path.name} is not a complete record (missing or wrong: {', '.join(wrong)})")
+    if not all("name" in record[group] for group in ("dataset", "optimizer", "schedule")):
+        raise DamagedFile(f"{path.name} is not a complete record (a group without its name)")
+    return record
+
+
+def read_trajectory(path: Path) -> dict[str, np.ndarray]:
+    """``trajectory.npz`` read back as arrays, or :class:`DamagedFile` saying what is wrong
+    (not an npz, truncated, or arrays missing or of inconsistent shapes)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as err:  # noqa: BLE001 - zipfile, numpy and OS errors all mean "damaged"
+        raise DamagedFile(f"{path.name} cannot be read: {type(err).__name__}: {err}") from err
+    missing = [k for k in ("step", "theta", "loss", "limit") if k not in arrays]
+    if missing:
+        raise DamagedFile(f"{path.name} lacks the arrays {', '.join(missing)}")
+    step, theta = arrays["step"], arrays["theta"]
+    if step.ndim != 1 or theta.ndim != 2 or theta.shape[0] != step.shape[0] or arrays["limit"].shape != theta.shape[1:]:
+        raise DamagedFile(f"{path.name} has arrays of inconsistent shapes (step {step.shape}, theta {theta.shape})")
+    return arrays
 
 
 def write_trajectory(path: Path, result: RunResult, prediction: Prediction) -> None:

@@ -11,8 +11,15 @@ beside the jobs:
 ``sweep_<key>.png``  when exactly one numeric override varies: error and steps against it
 
 A job directory without ``result.json`` (a job killed before it could write) still becomes a
-row, with status ``missing``. ``implicit-bias-summarize DIR...`` rebuilds all of it for
-existing sweep directories.
+row, with status ``missing``; one whose ``result.json`` does not read back (empty, truncated)
+becomes a row with status ``damaged`` that says what is wrong, and a damaged
+``trajectory.npz`` is named under the table. ``implicit-bias-summarize DIR...`` rebuilds all
+of it for existing sweep directories.
+
+The same callback guards the records before Hydra writes anything: a run or sweep directory
+that is a file, lies under a file, is not writable, or already holds another run's records
+is refused with one line (exit code 2). Each run directory holds one run, so a
+``result.json`` never sits beside another run's ``.hydra/config.yaml``.
 """
 
 from __future__ import annotations
@@ -29,7 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from .results import RESULT_FILE, TRAJECTORY_FILE, atomic_write, failure_record, read_json
+from .results import (
+    RESULT_FILE, TRAJECTORY_FILE, DamagedFile, OutputDirError, atomic_write, failure_record, os_reason, output_dir_problem,
+    read_record, read_trajectory,
+)
 
 SHOWN_COORDINATES = 6
 TABLE_COLUMNS = ("job", "swept", "optimizer", "schedule", "limit", "prediction", "error", "verdict", "steps", "status")
@@ -98,24 +108,89 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
-def _missing_record(job_dir: Path) -> dict[str, Any]:
-    """The row of a job that left no result.json, from the config Hydra saved for it."""
+def _job_config(job_dir: Path) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(config, overrides, problems) from the files Hydra saved for a job; a file that does not
+    read back is a problem, and its part stays empty."""
     from omegaconf import OmegaConf
 
-    hydra_dir = job_dir / ".hydra"
-    overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")] if (hydra_dir / "overrides.yaml").exists() else []
-    config = OmegaConf.to_container(OmegaConf.load(hydra_dir / "config.yaml")) if (hydra_dir / "config.yaml").exists() else {}
-    message = "no result.json: the job was killed before writing its record, or is still running"
-    return failure_record(config, overrides, "missing", message)
+    hydra_dir, problems = job_dir / ".hydra", []
+    config: dict[str, Any] = {}
+    overrides: list[str] = []
+    for name in ("config.yaml", "overrides.yaml"):
+        path = hydra_dir / name
+        if not path.exists():
+            continue
+        try:
+            loaded = OmegaConf.to_container(OmegaConf.load(path))
+        except Exception as err:  # noqa: BLE001 - yaml and OmegaConf errors alike mean "damaged"
+            problems.append(f".hydra/{name} is damaged ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+            continue
+        if name == "config.yaml" and isinstance(loaded, dict):
+            config = loaded
+            absent = [group for group in ("dataset", "optimizer", "schedule") if not isinstance(loaded.get(group), dict)]
+            if absent:  # a truncated file can still parse
+                problems.append(f".hydra/{name} is damaged (truncated? no {', '.join(absent)} group)")
+        elif name == "overrides.yaml" and isinstance(loaded, list):
+            overrides = [str(o) for o in loaded]
+        else:
+            problems.append(f".hydra/{name} is damaged (it holds a {type(loaded).__name__})")
+    return config, overrides, problems
+
+
+def _missing_record(job_dir: Path) -> dict[str, Any]:
+    """The row of a job that left no result.json, from the config Hydra saved for it."""
+    config, overrides, problems = _job_config(job_dir)
+    message = "no result.json: the job was killed before writing its record, could not write it, or is still running"
+    return failure_record(config, overrides, "missing", "; ".join([message, *problems]))
+
+
+def _damaged_record(job_dir: Path, damage: str) -> dict[str, Any]:
+    """The row of a job whose result.json does not read back, from the config Hydra saved for it."""
+    config, overrides, problems = _job_config(job_dir)
+    return failure_record(config, overrides, "damaged", "; ".join([damage, *problems]))
 
 
 def collect(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(job directory name, record) for every job of a sweep, in job order."""
+    """(job directory name, record) for every job of a sweep, in job order.
+
+    A missing ``result.json`` gives a ``missing`` row, one that does not read back a
+    ``damaged`` row whose message says what is wrong; a ``trajectory.npz`` that does not read
+    back is noted in the record's ``message`` and in :func:`damage_notes`.
+    """
     found = []
     for job_dir in _job_dirs(sweep_dir):
         path = job_dir / RESULT_FILE
-        found.append((job_dir.name, read_json(path) if path.exists() else _missing_record(job_dir)))
+        if not path.exists():
+            found.append((job_dir.name, _missing_record(job_dir)))
+            continue
+        try:
+            record = read_record(path)
+        except DamagedFile as err:
+            found.append((job_dir.name, _damaged_record(job_dir, str(err))))
+            continue
+        trajectory = job_dir / TRAJECTORY_FILE
+        if trajectory.exists():
+            try:
+                read_trajectory(trajectory)
+            except DamagedFile as err:
+                record["message"] = f"{record['message']} [{err}; steps_within_tol and its curves are left out]"
+                record[_DAMAGE] = str(err)
+        found.append((job_dir.name, record))
     return found
+
+
+_DAMAGE = "_damaged_trajectory"  # set by collect() on a record whose trajectory.npz does not read back
+
+
+def damage_notes(jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """One line per job whose files are damaged: what is wrong with them."""
+    notes = []
+    for job, record in jobs:
+        if record["status"] == "damaged":
+            notes.append(f"job {job}: {record['message']}")
+        elif record.get(_DAMAGE):
+            notes.append(f"job {job}: {record[_DAMAGE]}; its record is intact")
+    return notes
 
 
 def _user_overrides(record: Mapping[str, Any]) -> dict[str, str]:
@@ -128,17 +203,21 @@ def steps_within_tolerance(job_dir: Path, record: Mapping[str, Any]) -> int | No
     """First recorded step from which the distance to the prediction stays within the verdict
     tolerance (recorded steps are log-spaced, so this is accurate to about 5 %)."""
     path = job_dir / TRAJECTORY_FILE
-    if record.get("prediction") is None or not path.exists():
+    if record.get("prediction") is None or record.get(_DAMAGE) or not path.exists():
         return None
-    with np.load(path) as npz:
-        steps, theta = npz["step"], npz["theta"]
-        prediction = npz["prediction"] if "prediction" in npz else None
-    if prediction is None:
+    try:
+        arrays = read_trajectory(path)
+    except DamagedFile:
         return None
-    scale = max(float(np.max(np.abs(prediction))), float(np.max(np.abs(theta[0])))) or 1.0
+    steps, theta, prediction = arrays["step"], arrays["theta"], arrays.get("prediction")
+    if prediction is None or prediction.shape != theta.shape[1:]:
+        return None
+    absolute = record.get("verdict_tolerance")  # the max-abs error a match may have
+    if absolute is None:  # records written before that field: the relative tolerance × the points' size
+        scale = max(float(np.max(np.abs(prediction))), float(np.max(np.abs(theta[0])))) or 1.0
+        absolute = (record.get("verdict_tol_used") or record["settings"]["verdict_tol"]) * scale
     with np.errstate(invalid="ignore"):
-        tol = record.get("verdict_tol_used") or record["settings"]["verdict_tol"]
-        inside = np.max(np.abs(theta - prediction), axis=1) <= tol * scale
+        inside = np.max(np.abs(theta - prediction), axis=1) <= absolute
     if not inside[-1]:
         return None
     outside = np.flatnonzero(~inside)
@@ -187,7 +266,7 @@ def markdown(jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> str:
         body.append((
             job,
             ", ".join(f"{k}={v}" for k, v in own.items() if k not in ("optimizer", "schedule")) or "—",
-            str(record["optimizer"]["name"]),
+            str(record["optimizer"].get("name") or "—"),
             describe(record["schedule"]) if record["schedule"].get("name") else "—",
             format_vector(record["limit"]),
             format_vector(record["prediction"]),
@@ -251,10 +330,16 @@ def summarize(sweep_dir: Path, figures: bool = True) -> str:
     for _, record in jobs:
         counts[record["status"]] = counts.get(record["status"], 0) + 1
     tally = ", ".join(f"{n} {status}" for status, n in counts.items())
-    atomic_write(sweep_dir / SUMMARY_MD, f"# Sweep {sweep_dir}\n\n{len(jobs)} jobs: {tally}\n\n{text}\n".encode())
+    damage = "".join(f"\ndamaged: {note}" for note in damage_notes(jobs))
+    atomic_write(sweep_dir / SUMMARY_MD, f"# Sweep {sweep_dir}\n\n{len(jobs)} jobs: {tally}\n\n{text}\n{damage.lstrip()}\n".encode())
     problems = _write_figures(sweep_dir, jobs, table) if figures and jobs else []
-    notes = "".join(f"\n(figure not written: {p})" for p in problems)
-    return f"{len(jobs)} jobs: {tally}\n{text}{notes}"
+    notes = "".join(f"\nwarning: figure {p}; the summary is complete" for p in problems)
+    return f"{len(jobs)} jobs: {tally}\n{text}{damage}{notes}"
+
+
+def _figure_problem(name: str, err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{name} not written ({type(err).__name__}{': ' + lines[0] if lines else ''})"
 
 
 def _write_figures(sweep_dir: Path, jobs: list, table: list[dict[str, Any]]) -> list[str]:
@@ -267,14 +352,14 @@ def _write_figures(sweep_dir: Path, jobs: list, table: list[dict[str, Any]]) -> 
     try:
         atomic_write(sweep_dir / SWEEP_FIGURE, render_sweep(sweep_dir, jobs, labels))
     except Exception as err:  # noqa: BLE001 - a figure must not cost the sweep its table
-        problems.append(f"{SWEEP_FIGURE}: {type(err).__name__}: {err}")
+        problems.append(_figure_problem(SWEEP_FIGURE, err))
     with_references = [(row, label) for row, label, (_, record) in zip(table, labels, jobs) if record.get("references")]
     if with_references and len(with_references) <= REFERENCE_FIGURE_LIMIT:
         try:
             rows_, labels_ = zip(*with_references)
             atomic_write(sweep_dir / REFERENCE_FIGURE, render_sweep_references(rows_, labels_))
         except Exception as err:  # noqa: BLE001
-            problems.append(f"{REFERENCE_FIGURE}: {type(err).__name__}: {err}")
+            problems.append(_figure_problem(REFERENCE_FIGURE, err))
     numeric = swept_numeric_key(swept)
     if numeric is not None:
         key, others = numeric
@@ -284,7 +369,7 @@ def _write_figures(sweep_dir: Path, jobs: list, table: list[dict[str, Any]]) -> 
             if ran:
                 atomic_write(sweep_dir / name, render_sweep_parameter(ran, key, others, len(table) - len(ran)))
         except Exception as err:  # noqa: BLE001
-            problems.append(f"{name}: {type(err).__name__}: {err}")
+            problems.append(_figure_problem(name, err))
     return problems
 
 
@@ -294,14 +379,93 @@ except ImportError:  # pragma: no cover - hydra-core is a dependency
     Callback = object
 
 
+#: the sweep directory of the multirun in progress in this process (set when it starts), so
+#: that a sweep that stops part-way can still be summarized (``implicit_bias.app.main``)
+active_sweep: Path | None = None
+
+
+def _refuse(message: str) -> None:
+    print(f"implicit-bias: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def claim_run_dir(run_dir: Path, output_subdir: str | None) -> None:
+    """Refuse (:class:`OutputDirError`) a run directory that cannot hold the run's records or
+    already holds another run's; else claim it by creating ``output_subdir`` (``.hydra``).
+
+    The claim is atomic (``mkdir`` fails if the directory exists), so of two runs started
+    into the same directory at once, exactly one proceeds: a ``result.json`` can never sit
+    beside another run's ``.hydra/config.yaml``.
+    """
+    problem = output_dir_problem(run_dir)
+    if problem is not None:
+        raise OutputDirError(f"{problem}; choose another hydra.run.dir")
+    if (run_dir / RESULT_FILE).exists():
+        raise OutputDirError(f"the run directory {run_dir} already holds a record ({RESULT_FILE}); "
+                             f"choose another hydra.run.dir")
+    if output_subdir is None:
+        return
+    try:
+        (run_dir / output_subdir).mkdir()
+    except FileExistsError:
+        raise OutputDirError(f"the run directory {run_dir} already holds another run ({output_subdir}/, "
+                             f"a run started there before); choose another hydra.run.dir") from None
+    except OSError as err:
+        raise OutputDirError(f"the run directory {run_dir} is not writable: {os_reason(err)}; "
+                             f"choose another hydra.run.dir") from None
+
+
+def check_sweep_dir(sweep_dir: Path) -> None:
+    """Refuse (:class:`OutputDirError`) a sweep directory that cannot hold the jobs' records,
+    or that already holds another sweep's (job directories or ``multirun.yaml``)."""
+    problem = output_dir_problem(sweep_dir)
+    if problem is not None:
+        raise OutputDirError(f"{problem}; choose another hydra.sweep.dir")
+    jobs = _job_dirs(sweep_dir)
+    if jobs or (sweep_dir / "multirun.yaml").exists():
+        held = ", ".join(f"{p.name}/" for p in jobs[:3]) + (", …" if len(jobs) > 3 else "") or "multirun.yaml"
+        raise OutputDirError(f"the sweep directory {sweep_dir} already holds another sweep ({held}); "
+                             f"choose another hydra.sweep.dir")
+
+
 class SummaryCallback(Callback):
-    """Print and save the sweep's summary when a multirun ends."""
+    """Guard the output directories when a run or multirun starts; print and save the sweep's
+    summary when a multirun ends."""
+
+    def on_run_start(self, config, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(config)  # as run_job does first, for ${hydra:...} in the directory
+        try:
+            run_dir = Path(str(config.hydra.run.dir))
+        except Exception:  # noqa: BLE001 - a directory that does not resolve is Hydra's to report
+            return
+        try:
+            claim_run_dir(run_dir, config.hydra.output_subdir)
+        except OutputDirError as err:
+            _refuse(str(err))
+
+    def on_multirun_start(self, config, **kwargs: Any) -> None:
+        global active_sweep
+        try:
+            sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        except Exception:  # noqa: BLE001
+            return
+        try:
+            check_sweep_dir(sweep_dir)
+        except OutputDirError as err:
+            _refuse(str(err))
+        active_sweep = sweep_dir
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        text = summarize(sweep_dir, figures=bool(config.get("sweep_figures", True)))
+        try:
+            text = summarize(sweep_dir, figures=bool(config.get("sweep_figures", True)))
+        except OSError as err:
+            _refuse(f"the job records in {sweep_dir} are kept, but their summary could not be written: "
+                    f"{err if hasattr(err, 'cause') else os_reason(err)}")
         print(f"\nSweep summary ({sweep_dir / SUMMARY_MD}):\n{text}")
 
 
@@ -321,7 +485,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             status = 2
             continue
-        print(f"{sweep_dir}:\n{summarize(sweep_dir, figures=not args.no_figures)}\n")
+        try:
+            text = summarize(sweep_dir, figures=not args.no_figures)
+        except OSError as err:
+            print(f"implicit-bias-summarize: error: the summary of {sweep_dir} could not be written: "
+                  f"{err if hasattr(err, 'cause') else os_reason(err)}", file=sys.stderr)
+            status = 2
+            continue
+        print(f"{sweep_dir}:\n{text}\n")
     return status
 
 
