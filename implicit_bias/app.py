@@ -97,12 +97,15 @@ def first_line(err: BaseException) -> str:
 
 
 def _write(path: Path, write: Any, *args: Any) -> None:
+    """``write(path, *args)``, then remember ``path`` as kept (see :data:`written`)."""
     write(path, *args)
     written.append(path)
 
 
 def _record(experiment: Experiment, result: RunResult, prediction: Prediction, overrides: list[str],
             references: bool = True) -> dict[str, Any]:
+    """The run's ``result.json`` content: the verdict (:func:`~implicit_bias.predictions.judge`)
+    and, unless ``references`` is False, the distances to the reference interpolants."""
     kappa = condition_number(experiment.problem)
     points = interpolants(experiment.problem) if references else {}
     comparison = judge(experiment.problem, prediction, result.theta, result.status, steps=result.steps,
@@ -311,14 +314,20 @@ def main() -> None:
             sys.stderr.write(str(err.__cause__) + os.linesep)
         sys.exit(EXIT_FAILED)
     except Exception as err:  # noqa: BLE001
-        if user_full_error:
-            raise
-        if summary.active_sweep is not None:
+        if summary.active_sweep is not None:  # a sweep that stopped part-way: summarize what exists first
             if type(err).__name__ == "TerminatedWorkerError":  # loky's, raised when a joblib worker dies
                 reason = "a worker process of the joblib launcher was killed (TerminatedWorkerError)"
             else:
                 reason = first_line(err).rstrip(".")
-            sys.exit(_sweep_stopped(reason, EXIT_FAILED))
+            code = _sweep_stopped(reason, EXIT_FAILED)
+            if user_full_error:
+                raise
+            sys.exit(code)
+        if user_full_error:
+            raise
+        if isinstance(err, RecordWriteError):  # a write outside execute (a study's records)
+            say(str(err))
+            sys.exit(EXIT_BAD_INPUT)
         say(f"unexpected {first_line(err)} (set {FULL_ERROR}=1 for the traceback)")
         sys.exit(EXIT_FAILED)
     finally:

@@ -212,10 +212,13 @@ def steps_within_tolerance(job_dir: Path, record: Mapping[str, Any]) -> int | No
     steps, theta, prediction = arrays["step"], arrays["theta"], arrays.get("prediction")
     if prediction is None or prediction.shape != theta.shape[1:]:
         return None
-    absolute = record.get("verdict_tolerance")  # the max-abs error a match may have
-    if absolute is None:  # records written before that field: the relative tolerance × the points' size
-        scale = max(float(np.max(np.abs(prediction))), float(np.max(np.abs(theta[0])))) or 1.0
-        absolute = (record.get("verdict_tol_used") or record["settings"]["verdict_tol"]) * scale
+    # a converged run: the max-abs error its match may have. Any other run: verdict_tol relative
+    # to the verdict's scale (a non-converged run's own tolerance grows with its final gradient)
+    absolute = record.get("verdict_tolerance") if record.get("status") == "converged" else None
+    if absolute is None:
+        scale = record.get("verdict_scale") or max(float(np.max(np.abs(prediction))),
+                                                   float(np.max(np.abs(theta[0])))) or 1.0
+        absolute = record["settings"]["verdict_tol"] * scale
     with np.errstate(invalid="ignore"):
         inside = np.max(np.abs(theta - prediction), axis=1) <= absolute
     if not inside[-1]:

@@ -428,3 +428,21 @@ def test_a_killed_joblib_worker_still_gets_the_sweep_summarized(tmp_path):
     assert [r["max_steps"] for r in rows] == ["100", "100", "100000000", "100000000"]
     assert all(Path(f"/proc/{w}").exists() is False or "zombie" in Path(f"/proc/{w}/status").read_text().lower()
                for w in workers), "a worker outlived the sweep"
+
+
+def test_a_full_disk_when_the_summary_is_written_is_one_line(damaged_sweep, monkeypatch, capsys):
+    def full(path, data):
+        raise RecordWriteError(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+
+    monkeypatch.setattr(summary, "atomic_write", full)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(damaged_sweep)}}, "sweep_figures": False})
+    with pytest.raises(SystemExit) as caught:
+        summary.SummaryCallback().on_multirun_end(config)
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"implicit-bias: error: the job records in {damaged_sweep} are kept, but their summary could not be written: "
+        f"could not write {damaged_sweep / 'summary.csv'}: no space left on device (ENOSPC); no partial file was left"]
+    assert summary.main([str(damaged_sweep)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"implicit-bias-summarize: error: the summary of {damaged_sweep} could not be written: could not write "
+        f"{damaged_sweep / 'summary.csv'}: no space left on device (ENOSPC); no partial file was left"]
