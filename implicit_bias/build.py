@@ -56,19 +56,22 @@ class Experiment(NamedTuple):
 
 
 def build(config: Mapping[str, Any]) -> Experiment:
-    """Validate a composed config (a plain dict, interpolations resolved) and build it."""
+    """Validate a composed config (a plain dict, interpolations resolved) and build it.
+
+    The cheap parts (run settings, schedule, optimizer) are checked first and the dataset
+    last, so a bad value is refused before a large dataset is generated or read."""
+    top = validate("the run settings", "", TOP_LEVEL, {k: v for k, v in config.items() if k not in GROUPS})
     parts = {}
-    for group, registry in GROUPS.items():
+    for group in ("schedule", "optimizer", "dataset"):
         node = config.get(group)
         if not isinstance(node, Mapping):
             raise ConfigError(f"The config has no {group!r} group; choose one with {group}=NAME.")
-        parts[group] = Part(*build_from(group, registry, node))
+        parts[group] = Part(*build_from(group, GROUPS[group], node))
     d = parts["dataset"].built.A.shape[1]
     dimension = parts["optimizer"].built.dimension
     if dimension is not None and dimension != d:
         raise ConfigError(f"The optimizer {parts['optimizer'].name!r} is configured for {dimension} parameters, "
                           f"but dataset {parts['dataset'].name!r} has d = {d}.")
-    top = validate("the run settings", "", TOP_LEVEL, {k: v for k, v in config.items() if k not in GROUPS})
     settings = RunSettings(**{key: top[key] for key in SETTINGS})
     return Experiment(
         parts["dataset"], parts["optimizer"], parts["schedule"], settings,

@@ -6,11 +6,16 @@ config name (``conf/dataset/<name>.yaml``) to the factory and its parameter cons
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import errno
+import math
+import os
+import stat
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
-
-from pathlib import Path
 
 from .params import ConfigError, FiniteReal, Integer, Matrix, Real, Spec, Text, Vector
 
@@ -118,7 +123,8 @@ def _problem(name: str, A: np.ndarray, b: np.ndarray, theta0: np.ndarray | None,
             raise ConfigError(f"The {key!r} parameter of dataset {name!r}{where} must be finite. Got NaN or inf instead.")
     if not np.any(A):
         raise ConfigError(f"The 'A' parameter of dataset {name!r}{where} must have a non-zero entry. Got all zeros instead.")
-    return Problem(np.array(A, dtype=np.float64), np.array(b, dtype=np.float64), np.array(theta0, dtype=np.float64))
+    # A is never copied here (it can be most of the memory); every caller passes a fresh array
+    return Problem(np.asarray(A, dtype=np.float64), np.array(b, dtype=np.float64), np.array(theta0, dtype=np.float64))
 
 
 def linear_system(A: np.ndarray, b: np.ndarray, theta0: np.ndarray | None) -> Problem:
@@ -128,54 +134,131 @@ def linear_system(A: np.ndarray, b: np.ndarray, theta0: np.ndarray | None) -> Pr
 
 def from_file(path: str, theta0: np.ndarray | None) -> Problem:
     """A system read from ``path``: ``.npz`` with arrays ``A``, ``b`` (and optionally ``theta0``),
-    or ``.csv`` with one equation per row and b in the last column (no header)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"The 'path' parameter of dataset 'from_file' must name an existing file. "
-                          f"Got {path!r} (resolved to {file.resolve()}) instead.")
-    if file.suffix == ".npz":
-        try:
-            with np.load(file, allow_pickle=False) as npz:
-                names = sorted(npz.files)
-                arrays = {k: npz[k] for k in ("A", "b", "theta0") if k in npz.files}
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"The file {path!r} of dataset 'from_file' is not a readable NumPy .npz archive "
-                              f"({type(err).__name__}).") from None
-        if "A" not in arrays or "b" not in arrays:
-            raise ConfigError(f"The file {path!r} of dataset 'from_file' must contain arrays 'A' and 'b' "
-                              f"(and optionally 'theta0'). Got arrays {names} instead.")
-        for key, array in arrays.items():
-            if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-                raise ConfigError(f"The array {key!r} of {path!r} must hold real numbers. Got dtype {array.dtype} instead.")
-        A, b = np.atleast_2d(arrays["A"].astype(np.float64)), np.ravel(arrays["b"]).astype(np.float64)
-        if A.ndim != 2:
-            raise ConfigError(f"The array 'A' of {path!r} must be 2-D. Got shape {A.shape} instead.")
-        stored = arrays.get("theta0")
-        theta0 = theta0 if theta0 is not None else (None if stored is None else np.ravel(stored).astype(np.float64))
-    elif file.suffix == ".csv":
-        try:
-            rows = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except UnicodeDecodeError:
-            raise ConfigError(f"The file {path!r} of dataset 'from_file' must be UTF-8 text (a .csv). "
-                              "Got undecodable bytes instead.") from None
-        table = []
-        for number, line in enumerate(rows, start=1):
-            cells = [c.strip() for c in line.split(",")]
-            try:
-                table.append([float(c) for c in cells])
-            except ValueError:
-                bad = next(c for c in cells if not _is_number(c))
-                raise ConfigError(f"Line {number} of {path!r} (dataset 'from_file') must hold numbers only. "
-                                  f"Got {bad!r} instead.") from None
-        widths = {len(r) for r in table}
-        if not table or len(widths) != 1 or widths.pop() < 2:
-            raise ConfigError(f"The file {path!r} (dataset 'from_file') must have the same number (≥ 2) of "
-                              f"columns on every line: features, then b. Got line lengths {sorted({len(r) for r in table})}.")
-        data = np.array(table)
-        A, b = data[:, :-1], data[:, -1]
-    else:
-        raise ConfigError(f"The 'path' parameter of dataset 'from_file' must end in .npz or .csv. Got {path!r} instead.")
+    or ``.csv`` with one equation per row and b in the last column (no header).
+
+    Every way the file can fail (missing, a directory, a device, a symbolic link loop,
+    unreadable, empty, truncated, damaged, too large for memory, wrong arrays or cells) is a
+    :class:`ConfigError` naming the file and what is wrong, raised before A is allocated
+    where the file says how large A is (``.npz``)."""
+    file, handle = _open_data_file(path)
+    with handle:
+        if file.suffix == ".npz":
+            A, b, stored = _read_npz(path, handle)
+            theta0 = theta0 if theta0 is not None else (None if stored is None else np.ravel(stored).astype(np.float64))
+        else:
+            A, b = _read_csv(path, handle)
     return _problem("from_file", A, b, theta0, source=path)
+
+
+def _open_data_file(path: str) -> tuple[Path, BinaryIO]:
+    """``path`` as a regular, non-empty .npz or .csv file opened for reading, or a ConfigError
+    saying which of these it is not (``os.stat`` follows links, so a loop or a dangling link
+    is caught here, before anything is read)."""
+    file, where = Path(path), os.path.abspath(path)
+
+    def refuse(what: str) -> ConfigError:
+        return ConfigError(f"The 'path' parameter of dataset 'from_file' must name an existing file (.npz or .csv) "
+                           f"that can be read. Got {path!r} instead: {where} {what}.")
+
+    try:
+        info = file.stat()
+    except OSError as err:
+        if err.errno == errno.ENOENT and os.path.islink(path):
+            raise refuse(f"is a symbolic link to {os.readlink(path)!r}, which does not exist") from None
+        reasons = {errno.ENOENT: "does not exist", errno.ELOOP: "is a symbolic link loop",
+                   errno.ENOTDIR: "does not exist (a part of the path is a file, not a directory)",
+                   errno.EACCES: "cannot be reached (permission denied)", errno.EPERM: "cannot be reached (permission denied)"}
+        raise refuse(reasons.get(err.errno, f"cannot be read ({err.strerror})")) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise refuse("is a directory")
+    if not stat.S_ISREG(info.st_mode):
+        raise refuse("is not a regular file (a device, pipe or socket)")
+    if file.suffix not in (".npz", ".csv"):
+        raise ConfigError(f"The 'path' parameter of dataset 'from_file' must end in .npz or .csv. Got {path!r} instead.")
+    if info.st_size == 0:
+        raise refuse("is empty (0 bytes)")
+    try:
+        return file, file.open("rb")
+    except OSError as err:
+        raise refuse(f"cannot be opened ({err.strerror or type(err).__name__})") from None
+
+
+def _read_npz(path: str, handle: BinaryIO) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(A, b, theta0 or None) from an open .npz archive; A is checked against the memory a run
+    needs from the array's header, before it is read."""
+    def refuse(err: BaseException) -> ConfigError:
+        text = str(err).strip().splitlines()
+        detail = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+        damaged = isinstance(err, (EOFError, zipfile.BadZipFile, zlib.error))
+        what = f"it is truncated or damaged ({detail})" if damaged else detail
+        return ConfigError(f"The file {path!r} of dataset 'from_file' is not a readable NumPy .npz archive: {what}.")
+
+    failures = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
+    try:
+        npz = np.load(handle, allow_pickle=False)  # a .npy file under a .npz name loads as one array
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single .npy array, not an archive of named arrays")
+        with npz:
+            names = sorted(npz.files)
+            if "A" not in names or "b" not in names:
+                raise ConfigError(f"The file {path!r} of dataset 'from_file' must contain arrays 'A' and 'b' "
+                                  f"(and optionally 'theta0'). Got arrays {names} instead.")
+            shape = _npz_shape(npz, "A")
+            if shape is not None:
+                _require_memory(f"The array 'A' of {path!r} (dataset 'from_file'), of shape {shape},",
+                                math.prod(shape))
+            arrays = {k: npz[k] for k in ("A", "b", "theta0") if k in names}
+    except failures as err:
+        raise refuse(err) from None
+    for key, array in arrays.items():
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise ConfigError(f"The array {key!r} of {path!r} must hold real numbers. Got dtype {array.dtype} instead.")
+    A, b = np.atleast_2d(arrays["A"].astype(np.float64)), np.ravel(arrays["b"]).astype(np.float64)
+    if A.ndim != 2:
+        raise ConfigError(f"The array 'A' of {path!r} must be 2-D. Got shape {A.shape} instead.")
+    return A, b, arrays.get("theta0")
+
+
+def _npz_shape(npz: Any, key: str) -> tuple[int, ...] | None:
+    """The shape in the header of array ``key`` of an open archive (None for header versions
+    numpy reads only with the data)."""
+    member = f"{key}.npy" if f"{key}.npy" in npz.zip.namelist() else key
+    with npz.zip.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            return None
+        return tuple(readers[version](stream)[0])
+
+
+def _read_csv(path: str, handle: BinaryIO) -> tuple[np.ndarray, np.ndarray]:
+    """(A, b) from an open .csv file: one equation per line, b last, no header."""
+    try:
+        text = handle.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"The file {path!r} of dataset 'from_file' must be UTF-8 text (a .csv). "
+                          "Got undecodable bytes instead.") from None
+    except OSError as err:
+        raise ConfigError(f"The file {path!r} of dataset 'from_file' cannot be read ({err.strerror}).") from None
+    rows = [line for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise ConfigError(f"The file {path!r} of dataset 'from_file' must hold at least one equation "
+                          "(features, then b, on each line). Got only blank lines instead.")
+    table = []
+    for number, line in enumerate(rows, start=1):
+        cells = [c.strip() for c in line.split(",")]
+        try:
+            table.append([float(c) for c in cells])
+        except ValueError:
+            bad = next(c for c in cells if not _is_number(c))
+            raise ConfigError(f"Line {number} of {path!r} (dataset 'from_file') must hold numbers only. "
+                              f"Got {bad!r} instead.") from None
+    widths = {len(r) for r in table}
+    if len(widths) != 1 or widths.pop() < 2:
+        raise ConfigError(f"The file {path!r} (dataset 'from_file') must have the same number (≥ 2) of "
+                          f"columns on every line: features, then b. Got line lengths {sorted({len(r) for r in table})}.")
+    data = np.array(table)
+    return data[:, :-1], data[:, -1]
 
 
 def _is_number(text: str) -> bool:
@@ -186,16 +269,87 @@ def _is_number(text: str) -> bool:
     return True
 
 
+#: copies of the n × d matrix A that every run holds: the problem's A, and the runner's |A|
+#: (for the gradient test's scale) and −(2/n)Aᵀ (for the gradient). Optimizers that need
+#: per-sample gradients or minibatches, and the min-ℓ2 reference (an SVD), hold more, but these
+#: three are the floor: a dataset whose three copies do not fit is refused for certain.
+RUN_COPIES = 3
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate, or None if the system does not say.
+
+    ``MemAvailable`` from /proc/meminfo (the kernel's estimate of memory available without
+    swapping), else free physical pages (``SC_AVPHYS_PAGES`` × ``SC_PAGE_SIZE``), lowered to
+    what a cgroup memory limit leaves (cgroup v2 ``memory.max``, v1 ``memory.limit_in_bytes``).
+    """
+    found = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
+            pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            cap, used = int(Path(limit).read_text()), int(Path(usage).read_text())
+        except (OSError, ValueError):  # absent, or "max": no limit
+            continue
+        if cap < 2**60:  # "no limit" is written as a huge number
+            found.append(max(cap - used, 0))
+    return min(found) if found else None
+
+
+def _size(nbytes: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.0f} bytes"
+
+
+def _require_memory(subject: str, elements: int, hint: str = "") -> None:
+    """Refuse a matrix A of ``elements`` float64 entries whose :data:`RUN_COPIES` copies
+    (8 bytes an entry each) exceed :func:`available_memory`, before it is allocated."""
+    available = available_memory()
+    need = RUN_COPIES * 8 * elements
+    if available is not None and need > available:
+        raise ConfigError(f"{subject} needs about {_size(need)} of memory ({RUN_COPIES} copies of A at "
+                          f"{_size(8 * elements)} each: A, |A| and −(2/n)Aᵀ), but {_size(available)} is available"
+                          f"{hint}.")
+
+
+#: the largest gaussian A (2 GB of float64): the run's references (an SVD, two LPs) grow
+#: faster than the run itself, so larger systems are refused even where memory would allow
+GAUSSIAN_ENTRIES = 250_000_000
+
+
 def gaussian(n: int, d: int, scales: np.ndarray | None, seed: int, theta0: np.ndarray | None) -> Problem:
-    """A consistent random system: A_ij ~ N(0, scales_j²), θ* ~ N(0, I), b = Aθ* (seeded)."""
-    if n * d > 250_000_000:  # 2 GB of float64
-        raise ConfigError(f"The dataset 'gaussian' with n = {n} and d = {d} needs {8 * n * d / 1e9:.0f} GB for A; "
-                          "n · d must be at most 250 000 000.")
+    """A consistent random system: A_ij ~ N(0, scales_j²), θ* ~ N(0, I), b = Aθ* (seeded).
+
+    Refused before anything is allocated when A's :data:`RUN_COPIES` copies do not fit in the
+    available memory, or A has more than :data:`GAUSSIAN_ENTRIES` entries."""
     if scales is not None and scales.shape != (d,):
         raise ConfigError(f"The 'scales' parameter of dataset 'gaussian' must have length d = {d}. "
                           f"Got length {scales.shape[0]} instead.")
+    entries = n * d
+    available = available_memory()
+    most = f"{min(GAUSSIAN_ENTRIES, available // (8 * RUN_COPIES)):,}".replace(",", " ") if available else ""
+    _require_memory(f"The dataset 'gaussian' with n = {n} and d = {d}", entries,
+                    f"; n · d must be at most {most} here" if most else "")
+    if entries > GAUSSIAN_ENTRIES:
+        raise ConfigError(f"The dataset 'gaussian' with n = {n} and d = {d} needs {_size(8 * entries)} for A; "
+                          f"n · d must be at most {GAUSSIAN_ENTRIES:,}.".replace(",", " "))
     rng = np.random.default_rng(seed)
-    A = rng.standard_normal((n, d)) * (1.0 if scales is None else scales)
+    A = rng.standard_normal((n, d))
+    if scales is not None:
+        A *= scales  # in place: one n × d array, never two
     return _problem("gaussian", A, A @ rng.standard_normal(d), theta0)
 
 
@@ -227,7 +381,9 @@ def wilson2017(n: int, positive_fraction: float, seed: int) -> Problem:
     y = np.array([1.0] * positives + [-1.0] * (n - positives))
     rng.shuffle(y)
     widths = np.where(y > 0, 1, 5)
-    A = np.zeros((n, 3 + int(widths.sum())))
+    d = 3 + int(widths.sum())
+    _require_memory(f"The dataset 'wilson2017' with n = {n} (d = {d})", n * d)
+    A = np.zeros((n, d))
     A[:, 0], A[:, 1], A[:, 2] = y, 1.0, 1.0
     start = 3
     for i, width in enumerate(widths):
@@ -242,7 +398,7 @@ DATASETS = {
     "single_equation": Spec(single_equation, {"a": Vector(), "b": FiniteReal(), "theta0": OPTIONAL_START}),
     "linear_system": Spec(linear_system, {"A": Matrix(), "b": Vector(), "theta0": OPTIONAL_START}),
     "from_file": Spec(from_file, {"path": Text(), "theta0": OPTIONAL_START}),
-    "gaussian": Spec(gaussian, {"n": Integer(1, 100_000), "d": Integer(1, 1_000_000),
+    "gaussian": Spec(gaussian, {"n": Integer(1), "d": Integer(1),  # size: checked against memory
                                 "scales": Vector(optional=True), "seed": Integer(0), "theta0": OPTIONAL_START}),
     "mixed_sign": Spec(mixed_sign, {"theta0": OPTIONAL_START}),
     "two_equations": Spec(two_equations, {"theta0": OPTIONAL_START}),
