@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .norms import penalized_step
-from .problems import Problem, condition_number, feature_scale
-from .tolerances import EPS, data_gradient_scale
+from .problems import SVD_LIMIT, Problem, feature_scale
+from .tolerances import EPS, data_gradient_scale, norm, rounding_factor
 
 RANK_ONE_FORMULA = "θ∞ = θ0 + v (b − aᵀθ0) / (aᵀv)"
 
@@ -44,6 +44,10 @@ class Prediction(NamedTuple):
     reason: str  # why there is no prediction ("" when there is one)
     exact: bool = True
     approximation: str = ""  # why the prediction is only approximate ("" when exact)
+    #: (q, v): the theory keeps every iterate on the line q + span(v). Set for sign-type
+    #: methods, whose steps follow signs that float64 rounding can flip: a limit off this line
+    #: was decided by rounding, not by the theory (the verdict is then inconclusive)
+    line: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _eps_is_zero(problem: Problem, params: Mapping[str, Any]) -> str | None:
@@ -186,7 +190,9 @@ def predict(optimizer: str, params: Mapping[str, Any], problem: Problem, batch_s
     if abs(along) <= 1e-12 * float(np.linalg.norm(a_hat) * np.linalg.norm(v_hat)):
         return Prediction(None, formula, theory.source, "aᵀv = 0: the update direction never changes aᵀθ")
     point = theta0 + v_hat * ((b - a @ theta0) / (a_max * along))
-    return Prediction(point, formula, theory.source, "", exact=not approximation, approximation=approximation)
+    line = (theta0, v_hat) if _sign_is_discontinuous(optimizer, params) else None
+    return Prediction(point, formula, theory.source, "", exact=not approximation, approximation=approximation,
+                      line=line)
 
 
 # ---------------------------------------------------------------- several equations (docs/theory.md §2)
@@ -248,6 +254,25 @@ def _exactly_proportional_signs(A: np.ndarray) -> bool:
     return bool(np.all(np.all(rows == pattern, axis=1) | np.all(rows == -pattern, axis=1)))
 
 
+def _rows_share_one_largest_entry(A: np.ndarray) -> str:
+    """Why per-row steepest ℓ1 steps may pick different coordinates ("" if they cannot): every
+    nonzero row must have the same largest |entry|, clear of every other by the tie tolerance
+    for n rows (a minibatch step follows its own rows' argmax)."""
+    tol = tie_tolerance(A.shape[0])
+    chosen = set()
+    for row in np.abs(A[np.any(A != 0, axis=1)]):
+        peak = float(row.max())
+        top = np.flatnonzero(row >= peak * (1.0 - tol))
+        if top.size > 1:
+            return (f"a row's largest entries {top.tolist()} tie within rounding (relative gap ≤ {tol:.1e}): "
+                    "steepest ℓ1 steps on it can pick either coordinate")
+        chosen.add(int(top[0]))
+    if len(chosen) > 1:
+        return (f"the rows' largest entries are in different coordinates {sorted(chosen)}: A has rank one only "
+                "within rounding, and steepest ℓ1 steps follow each row's own argmax")
+    return ""
+
+
 def _sign_is_discontinuous(optimizer: str, params: Mapping[str, Any]) -> bool:
     return optimizer in SIGN_LIKE or (optimizer == "steepest" and params.get("norm") in ("l1", "linf"))
 
@@ -283,7 +308,7 @@ def _wilson(problem: Problem, params: Mapping[str, Any], minibatch: bool) -> Pre
     else:
         approximation = _eps_is_zero(problem, params) or ""
         return Prediction(direction / c, WILSON, WILSON_SOURCE, "", exact=not approximation,
-                          approximation=approximation)
+                          approximation=approximation, line=(np.zeros_like(direction), direction))
     return Prediction(None, WILSON, WILSON_SOURCE, reason)
 
 
@@ -304,6 +329,10 @@ def predict_general(optimizer: str, params: Mapping[str, Any], problem: Problem,
             return Prediction(None, RANK_ONE_FORMULA, RANK_ONE_SOURCE,
                               "A has rank one only within rounding (its rows' sign patterns differ): sign-type "
                               "steps see the difference, so the rank-one theory does not apply")
+        if optimizer == "steepest" and norm_kind == "l1":
+            why = _rows_share_one_largest_entry(A)
+            if why:
+                return Prediction(None, RANK_ONE_FORMULA, RANK_ONE_SOURCE, why)
         reduced = _one_equation(problem)
         prediction = predict(optimizer, params, reduced)
         note = " (rank-one A: the least-squares combination of its equations, aᵀθ = β)"
@@ -347,6 +376,7 @@ FAMILIES = {
     "rescaled SGD": ("rescaled_sgd", {}),
     "steepest ℓ1": ("steepest", {"norm": "l1", "p": 2.0, "squared": True}),
 }
+START = "the start θ0 (no motion)"
 #: alternatives are computed only for systems up to this many entries (a few SVDs each)
 ALTERNATIVES_LIMIT = 2 * 10**5
 
@@ -375,7 +405,7 @@ def alternatives(problem: Problem, batch_size: int | None = None,
     """Every point a run on ``problem`` might be claimed to reach: the start θ0 (a run that
     never moved), the points the theory families of :data:`FAMILIES` predict, and the
     reference interpolants."""
-    points = {"the start θ0 (no motion)": problem.theta0}
+    points = {START: problem.theta0}
     if problem.A.size <= ALTERNATIVES_LIMIT:
         for name, (optimizer, params) in FAMILIES.items():
             point = predict(optimizer, params, problem, batch_size).point
@@ -400,9 +430,38 @@ def _direction_factor(problem: Problem, prediction: np.ndarray) -> float:
     return float(np.linalg.norm(a_hat)) / along if along > 0 else math.inf
 
 
+class Spectrum(NamedTuple):
+    """The nonzero singular values' extremes of A, and its numerical rank."""
+
+    largest: float
+    smallest: float
+    rank: int
+
+    @property
+    def kappa(self) -> float:
+        return self.largest / self.smallest
+
+
+def spectrum(A: np.ndarray) -> Spectrum | None:
+    """σ_max, the smallest nonzero σ and the rank (the tolerance numpy's ``matrix_rank`` uses);
+    None above :data:`~implicit_bias.problems.SVD_LIMIT`, where the SVD would cost more than the run."""
+    if A.shape[0] > 1 and min(A.shape) > SVD_LIMIT:
+        return None
+    sigma = np.linalg.svd(A, compute_uv=False)
+    if sigma[0] == 0:
+        return Spectrum(0.0, 0.0, 0)
+    nonzero = sigma[sigma > sigma[0] * max(A.shape) * EPS]
+    return Spectrum(float(nonzero[0]), float(nonzero[-1]), int(nonzero.size))
+
+
+#: points from an LP solve (HiGHS' default feasibility tolerance is 1e-7) this close to a
+#: prediction, relative to the points' size, cannot be told apart from it
+LP_TOLERANCE = 1e-7
+
+
 def tolerance(problem: Problem, prediction: np.ndarray, limit: np.ndarray, steps: int, grad_norm: float,
-              verdict_tol: float, grad_tol: float, kappa: float | None,
-              competitors: Mapping[str, np.ndarray]) -> Tolerance:
+              verdict_tol: float, grad_tol: float, spec: Spectrum | None,
+              competitors: Mapping[str, np.ndarray], solved: frozenset = frozenset()) -> Tolerance:
     """The error a ``match`` may have, and whether a match would mean anything.
 
     - L = max(‖p − θ0‖∞, ‖b‖₂/‖A‖_F): errors are relative to the distance the run must
@@ -411,35 +470,47 @@ def tolerance(problem: Problem, prediction: np.ndarray, limit: np.ndarray, steps
     - relative = max(verdict_tol, 4·g·c·κ²), g = max(grad_tol, ‖∇f(limit)‖/G*) the gradient
       the stopping rule actually accepted relative to the data's gradient scale G*, κ the
       condition number (n > 1), c the direction factor of one equation.
+    - direct = (n/2)·(‖∇f(limit)‖ + ρ_d·eps·G_limit)/σ_min² for n > 1: the distance from the
+      limit to the stationary set within range(Aᵀ) that this gradient allows, computed from the
+      measured gradient (and its rounding) rather than estimated through κ².
     - resolution = max(steps, 1)·eps·max(‖θ0‖∞, ‖p‖∞, ‖limit‖∞): each step's addition rounds
       at eps·|θ|, so no run can be trusted closer than this.
-    - absolute = max(relative·L, resolution).
+    - absolute = max(relative·L, direct, resolution).
     - inconclusive when κ is unknown for n > 1, when 2·absolute ≥ L (the guarantee is not
       small against the problem itself), or when a competing point that is not the prediction
-      itself (farther than rounding from it) lies within 2·absolute: then even an exact hit
-      could not tell the theories apart.
+      itself lies within 2·absolute: then even an exact hit could not tell the theories apart.
+      A competitor is the prediction itself if it lies within rounding of it ((64 + 16κ)·eps
+      relative), or within :data:`LP_TOLERANCE` for the ones an LP solved (``solved``).
     """
     A, b, theta0 = problem.A, problem.b, problem.theta0
+    n = A.shape[0]
     travel = float(np.max(np.abs(prediction - theta0)))
     frobenius = float(np.linalg.norm(A))
     solution_size = float(np.linalg.norm(b)) / frobenius if frobenius > 0 else 0.0
     scale = max(travel, solution_size)
     data_scale = data_gradient_scale(A, b, theta0)
-    accepted = grad_norm / data_scale if data_scale > 0 and math.isfinite(grad_norm) else 0.0
+    finite_gradient = grad_norm if math.isfinite(grad_norm) else 0.0
+    accepted = finite_gradient / data_scale if data_scale > 0 else 0.0
     g = max(grad_tol, accepted)
-    several = A.shape[0] > 1
-    k = 1.0 if not several or kappa is None else kappa
+    several = n > 1
+    k = spec.kappa if several and spec is not None and spec.smallest > 0 else 1.0
     relative = max(verdict_tol, 4.0 * g * _direction_factor(problem, prediction) * k * k)
+    direct = 0.0
+    if several and spec is not None and spec.smallest > 0:
+        terms = (2.0 / n) * norm(np.abs(A).T @ (np.abs(b) + np.abs(A) @ np.abs(limit)))
+        floor = rounding_factor(A.shape[1]) * EPS * terms
+        direct = (n / 2.0) * (finite_gradient + floor) / spec.smallest ** 2
     size = max(float(np.max(np.abs(theta0))), float(np.max(np.abs(prediction))), float(np.max(np.abs(limit))))
     resolution = max(steps, 1) * EPS * size
-    absolute = max(relative * scale, resolution)
+    absolute = max(relative * scale, direct, resolution)
     same = (64.0 + 16.0 * k) * EPS  # two computed points this close (relative) are one claim
     nearest, separation = None, math.inf
     for name, point in competitors.items():
         gap = float(np.max(np.abs(point - prediction)))
-        if gap > same * max(size, float(np.max(np.abs(point)))) and gap < separation:
+        radius = max(same, LP_TOLERANCE if name in solved else 0.0) * max(size, float(np.max(np.abs(point))))
+        if gap > radius and gap < separation:
             nearest, separation = name, gap
-    if several and kappa is None:
+    if several and spec is None:
         reason = ("κ(A) was not computed (min(n, d) > the SVD limit), so the stopping rule's guarantee on the "
                   "limit is unknown")
     elif 2.0 * absolute >= scale:
@@ -453,11 +524,20 @@ def tolerance(problem: Problem, prediction: np.ndarray, limit: np.ndarray, steps
     return Tolerance(absolute, relative, scale, resolution, nearest, separation, reason)
 
 
+def off_line(limit: np.ndarray, line: tuple[np.ndarray, np.ndarray]) -> float:
+    """‖x − q − v·vᵀ(x − q)/vᵀv‖∞: how far ``limit`` lies from the line q + span(v)."""
+    q, v = line
+    x = limit - q
+    vv = float(v @ v)
+    return float(np.max(np.abs(x - v * (float(v @ x) / vv)))) if vv > 0 else float(np.max(np.abs(x)))
+
+
 def compare(limit: np.ndarray, prediction: Prediction, status: str, tol: Tolerance | None) -> Comparison:
     """The verdict, in this order: ``no_prediction`` (no theory applies), ``not_converged``
     (the run did not pass the stopping rule), ``approximate`` (the prediction is only an
-    approximation: the error is the measured deviation), ``inconclusive`` (``tol.reason``),
-    else ``match`` if ‖limit − prediction‖∞ ≤ ``tol.absolute`` and ``mismatch`` otherwise."""
+    approximation: the error is the measured deviation), ``inconclusive`` (``tol.reason``, or
+    a sign-type run that left the line its theory keeps it on: rounding flipped a sign), else
+    ``match`` if ‖limit − prediction‖∞ ≤ ``tol.absolute`` and ``mismatch`` otherwise."""
     if prediction.point is None:
         return Comparison(None, None, "no_prediction", tol)
     error = float(np.max(np.abs(limit - prediction.point)))
@@ -468,6 +548,12 @@ def compare(limit: np.ndarray, prediction: Prediction, status: str, tol: Toleran
         return Comparison(error, relative, "approximate", tol)
     if tol is None or tol.reason:
         return Comparison(error, relative, "inconclusive", tol)
+    if error > tol.absolute and prediction.line is not None:
+        away = off_line(limit, prediction.line)
+        if away > tol.absolute:
+            reason = (f"the run left the line the theory keeps it on by {away:.2g} (> ±{tol.absolute:.2g}): a sign "
+                      "that float64 rounding flipped, not the theory, decided where it ended")
+            return Comparison(error, relative, "inconclusive", tol._replace(reason=reason))
     return Comparison(error, relative, "match" if error <= tol.absolute else "mismatch", tol)
 
 
@@ -477,16 +563,23 @@ def judge(problem: Problem, prediction: Prediction, limit: np.ndarray, status: s
           references: Mapping[str, np.ndarray] | None = None) -> Comparison:
     """Compare a run's limit with its prediction under the rule of :func:`tolerance`.
 
-    ``steps`` and ``grad_norm`` are the run's (its RunResult fields); ``kappa`` defaults to
-    :func:`~implicit_bias.problems.condition_number`; ``references`` (the interpolants) join
-    the competing points.
+    ``steps`` and ``grad_norm`` are the run's (its RunResult fields); ``references`` (the
+    interpolants) join the competing points. ``kappa=None`` declares the conditioning unknown
+    (what a system too large for an SVD gets); otherwise the spectrum is computed here.
+    A system of full column rank has one stationary point, so every theory and every
+    interpolant that exists is that point: only the start competes with it.
     """
     if prediction.point is None:
         return compare(limit, prediction, status, None)
-    if kappa == "compute":
-        kappa = condition_number(problem)
-    competitors = alternatives(problem, batch_size, references)
-    tol = tolerance(problem, prediction.point, limit, steps, grad_norm, verdict_tol, grad_tol, kappa, competitors)
+    spec = None if kappa is None else spectrum(problem.A)
+    full_rank = spec is not None and spec.rank == problem.A.shape[1]
+    if full_rank:
+        competitors = {START: problem.theta0}
+    else:
+        competitors = alternatives(problem, batch_size, references)
+    solved = frozenset(f"the {name} interpolant" for name in (references or {})) if problem.A.shape[0] > 1 else frozenset()
+    tol = tolerance(problem, prediction.point, limit, steps, grad_norm, verdict_tol, grad_tol, spec, competitors,
+                    solved)
     return compare(limit, prediction, status, tol)
 
 

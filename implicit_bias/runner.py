@@ -2,29 +2,35 @@
 
 Statuses
 --------
-``converged``   both tests held at a check step (below).
-``max_steps``   ``max_steps`` steps were taken without passing the tests; the message says
-                whether the iterates were still moving or had stalled.
-``diverged``    the loss exceeded ``divergence_factor`` × max(initial loss, ‖b‖²/n), the
-                second term keeping a start next to a solution from making the bar tiny.
-``non_finite``  the loss or an iterate became inf or NaN.
+``converged``    the three tests below held at a check step.
+``max_steps``    ``max_steps`` steps were taken without passing the tests; the message says
+                 whether the iterates were still moving, had stalled (steps vanished), or had
+                 their updates lost to θ's float64 resolution.
+``diverged``     the loss exceeded ``divergence_factor`` × max(initial loss, ‖b‖²/n), the
+                 second term keeping a start next to a solution from making the bar tiny.
+``non_finite``   the loss or an iterate became inf or NaN.
+``out_of_range`` before the first step: the data's gradient scale G*, ‖b‖ or the initial
+                 residual lie outside [1e-150, 1e150], where the loss's squares leave float64.
+``interrupted``  Ctrl-C (:class:`Interrupted` carries every member's result).
 
-Convergence test (evaluated every ``check_every`` steps, in the problem's own coordinates,
-Euclidean norms)::
+Convergence test (evaluated at check steps, in the problem's own coordinates, Euclidean norms
+computed scale-safely; docs/theory.md §5.1)::
 
-    ‖θ_t − θ_{t−1}‖ ≤ step_tol · max(‖θ_t‖, ‖b‖/‖A‖_F)                 the iterates stopped moving
-    ‖∇f(θ_t)‖       ≤ grad_tol · (2/n) ‖ |A|ᵀ (|b| + |A| |θ_t|) ‖        at a stationary point
+    G*  = (2/n) ‖ |A|ᵀ (|b| + |A θ0|) ‖            the data's gradient scale (fixed)
+    G_t = (2/n) ‖ |A|ᵀ (|b| + |A| |θ_t|) ‖          the terms the gradient at θ_t is computed from
+    ‖∇f(θ_t)‖ ≤ max(grad_tol · G*, ρ_d·eps · G_t)                      ρ_d = 8√(d+1)
+    ‖Δ_t‖     ≤ max(step_tol · max(‖θ_t − θ0‖, ‖b‖/‖A‖_F), 4·eps·‖θ_t‖)
+    ‖b − Aθ_t‖ < ‖b − Aθ0‖, or ‖∇f(θ0)‖ ≤ grad_tol · G*                  the run made progress
 
-Both sides of each test scale the same way under any rescaling of A, b and θ, so the test
-means the same thing for data of any magnitude. The right side of the gradient test is the
-size of the terms the gradient is computed from (|·| elementwise: the componentwise
-backward-error scale), so its float64 rounding floor is about d·eps and 1e-12 is reachable;
-‖b‖/‖A‖_F is the size of the minimum-norm solution of one equation, a floor for the step
-test when θ_t is near 0.
+The bar is set by the data and by the part of θ0 that A sees, so a start far out in the null
+space of A cannot loosen it; ρ_d·eps·G_t is the rounding floor of the computed gradient, so a
+run from a huge start is converged once it is as close as float64 can tell. An update below
+4·eps·‖θ_t‖ is lost to rounding. A run whose residual never fell got nowhere, unless its start
+was stationary in the data's own sense.
 
-Both are needed: a decaying schedule can shrink the step to nothing far from any solution
-(step test passes, gradient test fails), and a sign method with a constant step can cross a
-solution with a large step (gradient test can pass, step test fails).
+Both the gradient and the step test are needed: a decaying schedule can shrink the step to
+nothing far from any solution (step test passes, gradient test fails), and a sign method with
+a constant step can cross a solution with a large step (gradient test can pass, step test fails).
 
 The test runs at check steps spaced max(``check_every``, ⌊``check_fraction`` · t⌋) apart
 (10 steps, or 1 % of the steps so far), which keeps the inner loop as cheap as a
@@ -67,7 +73,7 @@ from .optimizers import Optimizer, compact_state
 from .params import Boolean, Integer, Real
 from .problems import Problem, loss
 from .schedules import Schedule
-from .tolerances import EPS, data_gradient_scale, norms, out_of_range, rounding_factor
+from .tolerances import EPS, RESOLUTION_FACTOR, data_gradient_scale, norm, norms, out_of_range, rounding_factor
 
 STATUSES = ("converged", "max_steps", "diverged", "non_finite", "out_of_range", "interrupted")
 
@@ -366,10 +372,14 @@ class _Monitor:
         # G*: the gradient scale of the data and of the part of θ0 that A sees; the stopping
         # rule's bar grad_tol·G* ignores any part of θ0 in the null space of A
         self.data_scale = data_gradient_scale(A, b, problem.theta0)
-        self.out_of_range = out_of_range(self.data_scale, bool(np.any(b) or np.any(A @ problem.theta0)))
-        start = self.theta0[np.newaxis]
-        start_grad = self.A.T @ (self.b - self.A @ start) * (-2.0 / self.n)
-        self.start_stationary = bool(norms(start_grad)[0] <= self._gradient_bar(self._terms(start))[0])
+        start_residual = b - A @ problem.theta0
+        self.initial_residual = norm(start_residual)
+        self.out_of_range = out_of_range(self.data_scale, bool(np.any(b) or np.any(A @ problem.theta0)),
+                                         b_norm=norm(b), residual_norm=self.initial_residual)
+        # stationary in the data's own sense, not merely within the rounding floor: a start far
+        # out in the null space has a huge floor, and passing it is no evidence of a solution
+        start_grad = A.T @ start_residual * (-2.0 / self.n)
+        self.start_stationary = norm(start_grad) <= settings.grad_tol * self.data_scale
         self.initial_loss = loss(problem, problem.theta0)
         self.record_steps = log_spaced_steps(settings.max_steps, settings.records_per_decade).tolist()
         size = len(self.record_steps) + 1
@@ -476,14 +486,14 @@ class _Monitor:
             grad_bound = self._gradient_bar(self._terms(theta[c]))
             step_norm = norms(self._original(delta[c])) if t > 0 else np.full(int(c.sum()), math.inf)
             travelled = norms(theta[c] - self.theta0)
-            resolution = self.rho_eps * theta_norm[c]  # an update below this is lost to rounding
+            resolution = RESOLUTION_FACTOR * EPS * theta_norm[c]  # an update below this is lost to rounding
             step_bound = np.maximum(s.step_tol * np.maximum(travelled, self.theta_floor), resolution)
             self.last_step_norm[members[c]] = step_norm
             # A norm or bound that overflowed (θ beyond the supported range) must not pass as inf <= inf.
             grad_ok = (grad_norm[c] <= grad_bound) & (grad_bound < math.inf)
             step_ok = (step_norm <= step_bound) & (step_bound < math.inf)
             # a run whose loss did not fall got nowhere, unless it started at a stationary point
-            progressed = (current_loss[c] < self.initial_loss) | self.start_stationary
+            progressed = (norms(r[c]) < self.initial_residual) | self.start_stationary  # scale-safe: no r·r
             converged[c] = grad_ok & step_ok & progressed
             for j, index in enumerate(np.flatnonzero(c)):
                 if not (converged[index] or final):

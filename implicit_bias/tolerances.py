@@ -53,11 +53,18 @@ def data_gradient_scale(A: np.ndarray, b: np.ndarray, theta0: np.ndarray) -> flo
     return (2.0 / n) * norm(np.abs(A).T @ (np.abs(b) + np.abs(A @ theta0)))
 
 
-def out_of_range(scale: float, nontrivial: bool) -> str:
+#: an update smaller than this many eps of ‖θ‖ is below θ's float64 resolution (half an ulp
+#: per coordinate, with room for the coordinates' different exponents)
+RESOLUTION_FACTOR = 4.0
+
+
+def out_of_range(scale: float, nontrivial: bool, b_norm: float = 1.0, residual_norm: float = 1.0) -> str:
     """Why data with gradient scale G* = ``scale`` cannot be tested in float64 ("" if they can).
 
     ``nontrivial``: b ≠ 0 or Aθ0 ≠ 0, so that G* = 0 can only be an underflow (with b = 0 and
-    Aθ0 = 0 the start is an exact solution and G* = 0 is the truth)."""
+    Aθ0 = 0 the start is an exact solution and G* = 0 is the truth). ``b_norm`` = ‖b‖ and
+    ``residual_norm`` = ‖b − Aθ0‖ must be in the range too (zero allowed): the loss is their
+    square divided by n, and a loss that over- or underflows cannot show progress."""
     low, high = SUPPORTED_RANGE
     if not math.isfinite(scale) or scale > high:
         return (f"the data's gradient scale (2/n)‖|A|ᵀ(|b| + |Aθ0|)‖ = {scale:.3g} is above {high:g}: its square "
@@ -65,4 +72,8 @@ def out_of_range(scale: float, nontrivial: bool) -> str:
     if scale < low and (scale > 0.0 or nontrivial):
         return (f"the data's gradient scale (2/n)‖|A|ᵀ(|b| + |Aθ0|)‖ = {scale:.3g} is below {low:g}: the gradient "
                 f"and the convergence test underflow float64 (a converged-looking 0 ≤ 0); rescale A and b")
+    for name, value in (("‖b‖", b_norm), ("the initial residual ‖b − Aθ0‖", residual_norm)):
+        if not math.isfinite(value) or value > high or 0.0 < value < low:
+            return (f"{name} = {value:.3g} is outside [{low:g}, {high:g}]: the loss, its square over n, leaves "
+                    f"float64's normal numbers, so the run could not show that it fell; rescale A and b")
     return ""

@@ -264,3 +264,78 @@ def test_the_record_says_how_the_verdict_was_reached(tmp_path):
     assert record["verdict_scale"] == pytest.approx(1 / np.sqrt(1.25))
     assert record["verdict_tolerance"] < record["nearest_alternative"]["distance"] / 2
     assert record["verdict_reason"] is None
+
+
+# ---------------------------------------------------------------- found by an adversarial review
+
+def test_a_sign_run_knocked_off_wilsons_line_by_rounding_is_inconclusive_not_a_mismatch():
+    """A·1 = 3b exactly, but (Aᵀb)_3 = 9e-13 relative to its terms: near the end the residual's
+    last-bit noise flips sign(g_3) while the step is still large, and the run leaves the line
+    the theory keeps it on. The theory did not fail; float64 decided: inconclusive, with why."""
+    _, result, prediction, comparison = run_and_judge([
+        "dataset=linear_system", "dataset.A=[[1,1,1],[1,2.9999999999990905,-0.9999999999990905]]",
+        "dataset.b=[1,1]", "optimizer=sign_sgd"])
+    assert prediction.point is not None and prediction.line is not None
+    assert result.status == "converged"
+    assert comparison.verdict == "inconclusive"
+    assert "left the line" in comparison.tolerance.reason
+
+
+def test_the_tolerance_covers_the_distance_the_accepted_gradient_allows():
+    """Full column rank, κ = 100: a limit exactly (n/2)‖∇f‖/σ_min² from the solution along the
+    weakest singular direction is what the stopping rule allows, so it must be a match."""
+    from scipy.linalg import hadamard
+
+    A = hadamard(8).astype(float)
+    A[:, -1] /= 100
+    solution = np.ones(8)
+    problem = Problem(A, A @ solution, np.zeros(8))
+    prediction = predict("sgd", {}, problem)
+    _, sigma, vt = np.linalg.svd(A)
+    step = 4.5e-8
+    limit = solution + step * vt[-1]
+    grad = 2 / 8 * A.T @ (A @ limit - problem.b)
+    comparison = judge(problem, prediction, limit, "converged", steps=100, grad_norm=float(np.linalg.norm(grad)))
+    assert comparison.error == pytest.approx(step * np.max(np.abs(vt[-1])), rel=1e-6)
+    assert comparison.verdict == "match", comparison
+
+
+def test_rows_whose_l1_argmax_differ_within_rounding_get_no_l1_prediction():
+    u = 2.0 ** -52
+    A = np.tile([1.0, 1.0 + 20 * u], (100, 1))
+    A[-1] = [1.0 + 20 * u, 1.0]
+    problem = Problem(A, np.ones(100), np.zeros(2))
+    prediction = predict("steepest", {"norm": "l1", "p": 2.0, "squared": True}, problem, batch_size=1)
+    assert prediction.point is None
+    assert "tie within rounding" in prediction.reason  # 20 ulps apart, with 100 rows to round over
+    from implicit_bias.predictions import _rows_share_one_largest_entry
+
+    assert "different coordinates" in _rows_share_one_largest_entry(np.array([[1.0, 1.1], [-2.2, 2.0]]))
+    assert _rows_share_one_largest_entry(np.array([[1.0, 1.1], [-2.0, 2.2]])) == ""
+
+
+def test_an_lp_reference_within_solver_tolerance_does_not_block_a_full_rank_match():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((6, 3))
+    problem = Problem(A, A @ np.ones(3), np.zeros(3))
+    prediction = predict("sgd", {}, problem)
+    references = {"min_l1": np.ones(3) + 1e-13, "min_linf": np.ones(3) - 1e-13}  # as HiGHS returns them
+    comparison = judge(problem, prediction, prediction.point, "converged", steps=50, grad_norm=1e-14,
+                       references=references)
+    assert comparison.verdict == "match", comparison
+
+
+@pytest.mark.parametrize("a, b", [("[1e-10]", "1e155"), ("[1e100]", "1e-200")])
+def test_a_loss_that_cannot_be_represented_is_out_of_range(a, b):
+    _, result, _, _ = run_and_judge([f"dataset.a={a}", f"dataset.b={b}", "max_steps=100"])
+    assert result.status == "out_of_range", result.message
+
+
+def test_a_start_stationary_only_within_its_own_rounding_must_still_make_progress():
+    """θ0 = ±2^40 along the null space of [1, 1], lr = 1e-20: nothing moves. The rounding
+    floor at |θ| = 2^40 is large, but that is no evidence the start solves aᵀθ = 2^-8."""
+    _, result, _, comparison = run_and_judge(["dataset.a=[1,1]", "dataset.b=0.00390625",
+                                              "dataset.theta0=[1099511627776,-1099511627776]", "schedule.lr=1e-20",
+                                              "max_steps=1000"])
+    assert result.status == "max_steps"
+    assert comparison.verdict == "not_converged"
