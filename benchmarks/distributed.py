@@ -1,6 +1,6 @@
 """Per-step wall time of data-parallel runs over MPI, against MPI's own Allreduce in the same run.
 
-    python benchmarks/distributed.py [--workers 1,2,...,8] [--steps 1000] [--repeats 3] [--figure PATH]
+    python benchmarks/distributed.py [--workers 1,2,...,8] [--steps 500] [--repeats 3] [--figure PATH]
 
 For every n and every pattern, one ``mpiexec`` launch of :mod:`implicit_bias.dataparallel`
 (the study's :func:`~implicit_bias.studies.distributed.launch`) on the distributed
@@ -44,7 +44,7 @@ def compose(overrides: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2,3,4,5,6,7,8")
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--figure", help="also draw µs per step against n into this PNG")
     args = parser.parse_args()

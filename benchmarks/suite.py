@@ -10,7 +10,10 @@
 3. start-up: ``implicit-bias figure=false`` wall time against a bare Hydra app that imports
    numpy (the floor any Hydra + numpy command pays);
 4. large GD: per-step time on an n = 1000, d = 100 000 float64 system against the memory
-   bound, reading A twice at the streaming bandwidth measured here.
+   bound, reading A twice at the streaming bandwidth measured here;
+5. data-parallel runs over MPI: per-step time of each synchronization pattern for n = 1…8
+   workers against MPI's own Allreduce at the same n (benchmarks/distributed.py; skipped
+   with a line when the mpi extra is not installed).
 
 ``--quick`` shortens every part (100-configuration grid). The machine is noisy: read the
 ratios, not the absolute times.
@@ -113,6 +116,8 @@ def main() -> None:
                     "--repeats", "3", "--grid", "100" if args.quick else "1000"], check=True)
     startup(repeats)
     large_gd(1000, args.d, repeats)
+    subprocess.run([sys.executable, str(HERE / "distributed.py"), "--workers", "1,2,4,8" if args.quick else "1,2,3,4,5,6,7,8",
+                    "--steps", "300" if args.quick else "500", "--repeats", "1" if args.quick else "3"], check=True)
 
 
 if __name__ == "__main__":

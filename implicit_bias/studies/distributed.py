@@ -320,7 +320,7 @@ STYLE = {"all_to_all": ("tab:red", "o"), "parameter_server": ("tab:blue", "s"),
 
 def render(records: Sequence[Mapping[str, Any]], parameters: int, library: str) -> bytes:
     """Messages and payload bytes per step against n (measured: markers; formulas: lines), and
-    the wall time per step (total and in synchronization) against n, as PNG bytes."""
+    the wall time per step against n, as PNG bytes."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(15, 4.8), layout="constrained")
@@ -346,15 +346,13 @@ def render(records: Sequence[Mapping[str, Any]], parameters: int, library: str) 
             sent = [r["bytes_per_step"] for r in mine]
             messages_ax.plot(n, counted, marker, color=color, ms=7, mfc="none", mew=1.5)
             bytes_ax.plot(n, np.array(sent, dtype=float) / 1e3, marker, color=color, ms=7, mfc="none", mew=1.5)
-        time_ax.plot(n, [1e3 * r["step_time_s"] for r in mine], marker + "-", color=color, label=f"{pattern}: step")
-        time_ax.plot(n, [1e3 * r["sync_time_s"] for r in mine], marker + ":", color=color, mfc="none",
-                     label=f"{pattern}: synchronization")
+        time_ax.plot(n, [1e3 * r["step_time_s"] for r in mine], marker + "-", color=color, label=pattern)
     messages_ax.set(xlabel="workers n", ylabel="messages per step",
                     title="messages per step: counted (markers), formula (lines)")
     bytes_ax.set(xlabel="workers n", ylabel="payload kB per step (8 bytes per value)",
                  title=f"payload per step, p = {parameters}")
     time_ax.set(xlabel="workers n", ylabel="ms per step", yscale="log",
-                title=f"wall time per step ({_cores()} cores)")
+                title=f"wall time per step, this run ({_cores()} cores)")
     messages_ax.plot([], [], "k", lw=0, label="allreduce (MPI's own): not countable")
     for ax in (messages_ax, bytes_ax, time_ax):
         ax.grid(alpha=0.3)
