@@ -30,7 +30,7 @@ import numpy as np
 
 from .build import Experiment
 from .optimizers import OPTIMIZERS
-from .runner import RunResult, log_spaced_steps, run_batch
+from .runner import Interrupted, RunResult, log_spaced_steps, run_batch
 
 log = logging.getLogger(__name__)
 
@@ -116,31 +116,56 @@ def loops(experiments: Sequence[Experiment | None]) -> list[list[int]]:
     return found
 
 
+class DataPool:
+    """One Problem object per distinct dataset (name and parameters): :meth:`share` swaps an
+    experiment's problem for the first equal one seen, so a sweep that builds its jobs one by
+    one holds each dataset once, not once per job, at every moment."""
+
+    def __init__(self) -> None:
+        self.problems: dict[tuple, Any] = {}
+
+    def share(self, experiment: Experiment | None) -> Experiment | None:
+        if experiment is None:
+            return None
+        problem = self.problems.setdefault((experiment.dataset.name, _freeze(experiment.dataset.params)),
+                                           experiment.dataset.built)
+        return experiment._replace(dataset=experiment.dataset._replace(built=problem))
+
+
 def share_data(experiments: Sequence[Experiment | None]) -> list[Experiment | None]:
-    """The experiments with one Problem object per distinct dataset (name and parameters),
-    so a sweep holds each dataset once, not once per job."""
-    shared: dict[tuple, Any] = {}
-    out = []
-    for e in experiments:
-        if e is not None:
-            problem = shared.setdefault((e.dataset.name, _freeze(e.dataset.params)), e.dataset.built)
-            e = e._replace(dataset=e.dataset._replace(built=problem))
-        out.append(e)
-    return out
+    """The experiments with one Problem object per distinct dataset (see :class:`DataPool`)."""
+    pool = DataPool()
+    return [pool.share(e) for e in experiments]
+
+
+class LoopInterrupted(Interrupted):
+    """Ctrl-C during one loop of :func:`run_loops`: ``members`` are the loop's experiment
+    indices and ``results`` their results (the runner's :class:`~implicit_bias.runner.Interrupted`:
+    members that had stopped keep theirs, the others end ``interrupted``)."""
+
+    def __init__(self, members: list[int], results: list[RunResult]):
+        super().__init__(results)
+        self.members = members
 
 
 def run_loops(experiments: Sequence[Experiment | None]) -> Iterator[tuple[list[int], list[RunResult] | None]]:
     """Run every experiment (None: nothing to run), loop by loop, yielding each loop's
-    member indices and results as soon as it ends. A loop that raises is logged and yields
-    None, so its members can be run one by one, where an error is recorded against the job
-    that causes it."""
+    member indices and results as soon as it ends. A loop that raises is logged in one line
+    and yields None, so its members can be run one by one, where an error is recorded against
+    the job that causes it. Ctrl-C in a loop raises :class:`LoopInterrupted` with that loop's
+    members and results."""
     for members in loops(experiments):
         log.info("batched loop: %d run%s of %s", len(members), "" if len(members) == 1 else "s",
                  experiments[members[0]].optimizer.name)
         try:
             results = run_group([experiments[i] for i in members])
-        except Exception:  # noqa: BLE001 - its jobs then run alone, like plain multirun jobs
-            log.exception("a batched loop failed; its %d jobs will run one by one", len(members))
+        except Interrupted as stop:
+            raise LoopInterrupted(members, stop.results) from None
+        except Exception as err:  # noqa: BLE001 - its jobs then run alone, like plain multirun jobs
+            text = str(err).strip().splitlines()
+            log.warning("a batched loop failed (%s%s); its %d jobs will run one by one", type(err).__name__,
+                        f": {text[0]}" if text else "", len(members))
+            log.debug("the batched loop's error", exc_info=True)
             results = None
         yield members, results
 

@@ -11,7 +11,15 @@ ends, its jobs go through Hydra's ``run_job`` like plain multirun jobs — their
 directories, ``.hydra/`` files, log files and ``result.json``/``trajectory.npz``/figure —
 with the run already done. Jobs whose config does not build, or whose group's loop raised, run through the
 same task function as in a plain multirun and get the same ``invalid_config``/``error``
-records. The multirun callbacks (``summary.csv``) run as usual.
+records (a job whose task raises all the same gets the ``error`` record the task writes for
+an unexpected error). The multirun callbacks (``summary.csv``) run as usual.
+
+Ctrl-C stops the sweep without losing what was done: the jobs of the loop that was running
+are recorded (members that had stopped with their results, the others with status
+``interrupted`` at the iterate they reached), jobs of earlier loops keep their records, every
+job that had not run gets its directory and ``.hydra/config.yaml``, ``overrides.yaml`` but no
+record (a ``missing`` row), the summary of all of them is written, one line says what was kept, and the command
+exits with 130.
 
 Everything runs in this process: a launcher chosen with ``hydra/launcher=…`` is not used.
 Each distinct dataset is held once for the whole sweep.
@@ -26,9 +34,10 @@ it runs the job itself, as a plain multirun would.
 import copy
 import functools
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -36,7 +45,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -72,7 +81,7 @@ class BatchedSweeper(Sweeper):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def sweep(self, arguments: List[str]) -> Any:
-        from implicit_bias.batch import run_loops, share_data
+        from implicit_bias.batch import DataPool, LoopInterrupted, run_loops
 
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         setup_globals()
@@ -84,20 +93,89 @@ class BatchedSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
-        configs = self._job_configs(jobs)
-        experiments = share_data([self._experiment(config) for config in configs])
+        try:
+            configs = self._job_configs(jobs)
+            pool = DataPool()  # each distinct dataset held once, also while the jobs are built
+            experiments = [pool.share(self._experiment(config)) for config in configs]
+        except KeyboardInterrupt:
+            _say(f"interrupted (Ctrl-C) while the {len(jobs)} jobs were being prepared; no job had run, "
+                 f"so {sweep_dir} holds no records")
+            raise SystemExit(EXIT_INTERRUPTED) from None
         returns: List[Optional[JobReturn]] = [None] * len(jobs)
-        for members, results in run_loops(experiments):  # each loop's jobs are recorded as it ends
-            for index, result in zip(members, results or [None] * len(members)):
-                returns[index] = self._record(index, jobs[index], configs[index],
-                                              None if result is None else (experiments[index], result))
-        for index, job in enumerate(jobs):  # jobs that were not in a loop (their config does not build)
-            if returns[index] is None:
-                returns[index] = self._record(index, job, configs[index], None)
+        pending: List[Tuple[int, Any]] = []  # the jobs of the loop being recorded, with their runs
+        try:
+            for members, results in run_loops(experiments):  # each loop's jobs are recorded as it ends
+                pending = [(index, None if result is None else (experiments[index], result))
+                           for index, result in zip(members, results or [None] * len(members))]
+                while pending:
+                    index, ran = pending[0]
+                    returns[index] = self._record(index, jobs[index], configs[index], ran)
+                    pending.pop(0)
+            for index, job in enumerate(jobs):  # jobs that were not in a loop (their config does not build)
+                if returns[index] is None:
+                    returns[index] = self._record(index, job, configs[index], None)
+        except KeyboardInterrupt as stop:
+            if isinstance(stop, LoopInterrupted):  # every member of the loop: finished, or interrupted where it was
+                pending = [(index, (experiments[index], result)) for index, result in zip(stop.members, stop.results)]
+            self._stopped(sweep_dir, jobs, configs, [(index, ran) for index, ran in pending if ran is not None])
         return [returns]
 
+    def _stopped(self, sweep_dir: Path, jobs: Sequence[Sequence[str]], configs: Sequence[DictConfig],
+                 runs: Sequence[Tuple[int, Any]]) -> None:
+        """After Ctrl-C: record the runs in hand (the interrupted loop's members, or the rest of
+        a loop being recorded), give every job not yet recorded its directory with Hydra's
+        ``.hydra/`` config and overrides and no record (a ``missing`` row), write the summary of what exists,
+        say in one line what was kept, and exit with 130."""
+        from implicit_bias.summary import SUMMARY_MD, summarize
+
+        log.info("interrupted (Ctrl-C): recording the %d runs of the loop in hand", len(runs))
+        try:
+            for index, ran in runs:
+                self._record(index, jobs[index], configs[index], ran)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop recording; what was written stays
+            pass
+        for config in configs:
+            self._placeholder(config)
+        try:
+            text = summarize(sweep_dir, figures=False)  # figures can take long; implicit-bias-summarize draws them
+        except Exception as err:  # noqa: BLE001 - the records are kept whatever the summary does
+            _say(f"interrupted (Ctrl-C); the records in {sweep_dir} are kept, but their summary could not be "
+                 f"written ({_first_line(err)}); rebuild it with: implicit-bias-summarize {sweep_dir}")
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        print(f"\nSweep summary ({sweep_dir / SUMMARY_MD}):\n{text}", flush=True)
+        _say(f"interrupted (Ctrl-C); the batched sweep stopped: kept the records in {sweep_dir} "
+             f"({text.splitlines()[0]}; the jobs that had not run are the missing rows) and wrote their summary "
+             f"to {sweep_dir / SUMMARY_MD}")
+        raise SystemExit(EXIT_INTERRUPTED)
+
+    def _placeholder(self, config: DictConfig) -> None:
+        """The job's directory with the ``.hydra/config.yaml`` and ``overrides.yaml`` that
+        ``run_job`` would write (what the summary reads for a ``missing`` row), unless the
+        directory exists already. Hydra's own ``hydra.yaml`` is left out: it costs four times
+        the other two (a copy and a dump of Hydra's whole config), for a job that never ran."""
+        previous = HydraConfig.instance().cfg
+        try:
+            HydraConfig.instance().set_config(config)  # for ${hydra.job.num} in the subdir
+            out_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(
+                OmegaConf.select(config, "hydra.sweep.subdir"))
+            if out_dir.exists():
+                return
+            out_dir.mkdir(parents=True)
+            if config.hydra.output_subdir is not None:
+                hydra_output = out_dir / str(config.hydra.output_subdir)
+                _save_config(OmegaConf.masked_copy(config, [key for key in config if key != "hydra"]), "config.yaml",
+                             hydra_output)
+                _save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
+        except Exception as err:  # noqa: BLE001 - a job without a directory is simply not in the summary
+            log.warning("no directory written for a job that had not run (%s)", _first_line(err))
+        finally:
+            HydraConfig.instance().cfg = previous
+
     def _record(self, index: int, job: Sequence[str], config: DictConfig, ran: Any) -> JobReturn:
-        """The job through Hydra's ``run_job``, as a plain multirun job, with its run done."""
+        """The job through Hydra's ``run_job``, as a plain multirun job, with its run done.
+
+        If the task raises (it records what it can itself), the job gets the ``error`` record
+        the task writes for an unexpected error, ``TypeName: message``, unless it wrote one."""
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         log.info(f"\t#{index} : {' '.join(filter_overrides(job))}")
         returned = run_job(
@@ -108,6 +186,11 @@ class BatchedSweeper(Sweeper):
             job_subdir_key="hydra.sweep.subdir",
         )
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        if returned.status == JobStatus.FAILED:
+            try:
+                returned.return_value  # raises the task's exception
+            except Exception as err:  # noqa: BLE001
+                _record_error(returned, err)
         return returned
 
     def _job_configs(self, jobs: Sequence[Sequence[str]]) -> List[DictConfig]:
@@ -164,9 +247,46 @@ class BatchedSweeper(Sweeper):
             return build(task_config)
         except (ConfigError, OmegaConfBaseException):
             return None  # the job itself will record why
-        except Exception:  # noqa: BLE001 - anything else too: the job runs alone and records it
-            log.exception("building a job's config failed; it will run alone")
+        except Exception as err:  # noqa: BLE001 - anything else too: the job runs alone and records it
+            log.warning("building job #%s failed (%s); it will run alone and record that", config.hydra.job.num,
+                        _first_line(err))
+            log.debug("the build's error", exc_info=True)
             return None
         finally:
             if previous is not None:
                 HydraConfig.instance().cfg = previous
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
+
+
+def _first_line(err: BaseException) -> str:
+    """``TypeName: first line of the message``."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _say(message: str) -> None:
+    """One line on stderr, as the command prints its errors."""
+    print(f"implicit-bias: error: {message}", file=sys.stderr, flush=True)
+
+
+def _record_error(returned: JobReturn, err: BaseException) -> None:
+    """The ``error`` record of a job whose task raised, written as the task writes it for an
+    unexpected error in a multirun (same fields, ``TypeName: message``), unless the job has a
+    record already."""
+    from implicit_bias.results import RESULT_FILE, failure_record, write_json
+
+    out_dir = Path(str(returned.hydra_cfg.hydra.runtime.output_dir))
+    if (out_dir / RESULT_FILE).exists():
+        return
+    try:
+        config = OmegaConf.to_container(returned.cfg, resolve=True)
+    except OmegaConfBaseException:
+        config = OmegaConf.to_container(returned.cfg, resolve=False)
+    overrides = [str(o) for o in (returned.overrides or [])]
+    log.error("job failed: %s (recorded as status error)", _first_line(err))
+    try:
+        write_json(out_dir / RESULT_FILE, failure_record(config, overrides, "error", f"{type(err).__name__}: {err}"))
+    except Exception as failure:  # noqa: BLE001 - then the summary shows the job as missing
+        log.error("job not recorded: %s", _first_line(failure))
