@@ -258,7 +258,7 @@ def _read_csv(path: str, handle: BinaryIO) -> tuple[np.ndarray, np.ndarray]:
         raise ConfigError(f"The file {path!r} (dataset 'from_file') must have the same number (≥ 2) of "
                           f"columns on every line: features, then b. Got line lengths {sorted({len(r) for r in table})}.")
     data = np.array(table)
-    return data[:, :-1], data[:, -1]
+    return np.ascontiguousarray(data[:, :-1]), data[:, -1]  # A contiguous, as the runner's products want
 
 
 def _is_number(text: str) -> bool:
