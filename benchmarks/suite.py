@@ -49,13 +49,14 @@ def startup(repeats: int) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "floor.py").write_text(FLOOR_APP)
-        commands = {
-            "floor": [sys.executable, "floor.py", f"hydra.run.dir={tmp}/floor"],
-            "ours": [sys.executable, "-m", "implicit_bias", "figure=false", f"hydra.run.dir={tmp}/run"],
+        commands = {  # a run directory is used once (a second run into it is refused): one per attempt
+            "floor": [sys.executable, "floor.py", f"hydra.run.dir={tmp}/floor{{attempt}}"],
+            "ours": [sys.executable, "-m", "implicit_bias", "figure=false", f"hydra.run.dir={tmp}/run{{attempt}}"],
         }
         times: dict[str, list[float]] = {name: [] for name in commands}
         for attempt in range(repeats + 1):
             for name, command in commands.items():
+                command = [word.format(attempt=attempt) for word in command]
                 start = time.perf_counter()
                 subprocess.run(command, cwd=tmp, env=env, check=True, capture_output=True)
                 if attempt:  # the first round writes the bytecode caches

@@ -184,6 +184,11 @@ def predict(optimizer: str, params: Mapping[str, Any], problem: Problem, batch_s
     v = theory.direction(a, params)
     # Evaluated with a and v normalized to unit ∞-norm, so that aᵀv cannot overflow or
     # underflow for data of any magnitude: v/(aᵀv) = v̂ / (‖a‖∞ âᵀv̂).
+    with np.errstate(all="ignore"):  # data at float64's edges may give an inf point; the run reports out_of_range
+        return _rank_one_point(optimizer, params, theory, formula, approximation, a, b, theta0, v)
+
+
+def _rank_one_point(optimizer, params, theory, formula, approximation, a, b, theta0, v) -> Prediction:
     a_max, v_max = float(np.max(np.abs(a))), float(np.max(np.abs(v)))
     a_hat, v_hat = a / a_max, v / v_max
     along = float(a_hat @ v_hat)
@@ -448,9 +453,11 @@ def spectrum(A: np.ndarray) -> Spectrum | None:
     if A.shape[0] > 1 and min(A.shape) > SVD_LIMIT:
         return None
     sigma = np.linalg.svd(A, compute_uv=False)
+    if not np.all(np.isfinite(sigma)):  # A near float64's largest numbers: its spectrum is unknown
+        return None
     if sigma[0] == 0:
         return Spectrum(0.0, 0.0, 0)
-    nonzero = sigma[sigma > sigma[0] * max(A.shape) * EPS]
+    nonzero = sigma[sigma > sigma[0] * (max(A.shape) * EPS)]  # (max·eps first: no overflow near 1e308)
     return Spectrum(float(nonzero[0]), float(nonzero[-1]), int(nonzero.size))
 
 
@@ -499,7 +506,7 @@ def tolerance(problem: Problem, prediction: np.ndarray, limit: np.ndarray, steps
     if several and spec is not None and spec.smallest > 0:
         terms = (2.0 / n) * norm(np.abs(A).T @ (np.abs(b) + np.abs(A) @ np.abs(limit)))
         floor = rounding_factor(A.shape[1]) * EPS * terms
-        direct = (n / 2.0) * (finite_gradient + floor) / spec.smallest ** 2
+        direct = (n / 2.0) * (finite_gradient + floor) / spec.smallest / spec.smallest  # (** would raise on overflow)
     size = max(float(np.max(np.abs(theta0))), float(np.max(np.abs(prediction))), float(np.max(np.abs(limit))))
     resolution = max(steps, 1) * EPS * size
     absolute = max(relative * scale, direct, resolution)
@@ -571,6 +578,13 @@ def judge(problem: Problem, prediction: Prediction, limit: np.ndarray, status: s
     """
     if prediction.point is None:
         return compare(limit, prediction, status, None)
+    with np.errstate(all="ignore"):  # non-finite limits and data at float64's edges give inf/NaN, judged below
+        return _judge(problem, prediction, limit, status, steps, grad_norm, verdict_tol, grad_tol, kappa, batch_size,
+                      references)
+
+
+def _judge(problem, prediction, limit, status, steps, grad_norm, verdict_tol, grad_tol, kappa, batch_size,
+           references) -> Comparison:
     spec = None if kappa is None else spectrum(problem.A)
     full_rank = spec is not None and spec.rank == problem.A.shape[1]
     if full_rank:
@@ -589,11 +603,12 @@ def verdict_fields(comparison: Comparison) -> dict[str, Any]:
     if tol is None:
         return {"verdict_tol_used": None, "verdict_tolerance": None, "verdict_scale": None,
                 "verdict_reason": None, "nearest_alternative": None}
+    finite = lambda x: x if math.isfinite(x) else None  # strict JSON: an unbounded value is null
     return {
-        "verdict_tol_used": tol.relative,  # relative to verdict_scale
-        "verdict_tolerance": tol.absolute,  # the max-abs error a match may have
-        "verdict_scale": tol.scale,
-        "verdict_resolution": tol.resolution,
+        "verdict_tol_used": finite(tol.relative),  # relative to verdict_scale
+        "verdict_tolerance": finite(tol.absolute),  # the max-abs error a match may have
+        "verdict_scale": finite(tol.scale),
+        "verdict_resolution": finite(tol.resolution),
         "verdict_reason": tol.reason or None,
-        "nearest_alternative": None if tol.nearest is None else {"name": tol.nearest, "distance": tol.separation},
+        "nearest_alternative": None if tol.nearest is None else {"name": tol.nearest, "distance": finite(tol.separation)},
     }

@@ -61,7 +61,7 @@ def condition_number(problem: Problem) -> float | None:
     if min(A.shape) > SVD_LIMIT:
         return None
     sigma = np.linalg.svd(A, compute_uv=False)
-    nonzero = sigma[sigma > sigma[0] * max(A.shape) * np.finfo(np.float64).eps]
+    nonzero = sigma[sigma > sigma[0] * (max(A.shape) * np.finfo(np.float64).eps)]  # no overflow near 1e308
     return float(nonzero[0] / nonzero[-1])
 
 
@@ -365,7 +365,7 @@ def two_equations(theta0: np.ndarray | None) -> Problem:
 
     Wilson's condition A sign(Aᵀb) = c·b fails here ([3, 4] is not a multiple of [1, 1]), so
     no theory fixes sign descent's limit; measured from θ0 = 0 with the default geometric
-    schedule it ends 2e-3 (ℓ∞) from the min-ℓ∞ interpolant (THEORY.md §2; Gunasekar et al. 2018)."""
+    schedule it ends 2e-3 (ℓ∞) from the min-ℓ∞ interpolant (docs/theory.md §2.6; Gunasekar et al. 2018)."""
     A = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0]])
     return _problem("two_equations", A, np.array([1.0, 1.0]), theta0)
 

@@ -57,7 +57,8 @@ def interpolants(problem: Problem) -> dict[str, np.ndarray]:
     """The reference points that exist for this problem (an inconsistent system has none)."""
     A, b = problem.A, problem.b
     if A.shape[0] == 1:
-        return _rank_one(A[0], float(b[0]))
+        with np.errstate(all="ignore"):  # data at float64's edges: an inf point, reported as such
+            return _rank_one(A[0], float(b[0]))
     min_l2 = np.linalg.pinv(A) @ b
     scale = max(float(np.max(np.abs(b))), 1e-300)
     if np.max(np.abs(A @ min_l2 - b)) > 1e-9 * scale:  # no exact solution: nothing to interpolate

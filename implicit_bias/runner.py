@@ -209,7 +209,8 @@ class _Engine:
             self.work, self.scale = problem, None
         else:
             self.work, self.scale = prototype.reparametrize(problem)
-        self.monitor = _Monitor(problem, self.scale, settings, progress, len(self.schedules), self.started)
+        with np.errstate(all="ignore"):  # data at float64's edges are reported as out_of_range, not warned about
+            self.monitor = _Monitor(problem, self.scale, settings, progress, len(self.schedules), self.started)
         self.members = np.arange(len(self.schedules))  # the members still running
         self.position: tuple[int, Any] = (0, None)  # (t, θ) where Ctrl-C found the loop
         self.optimizer = prototype
