@@ -108,9 +108,9 @@ def draw(best: dict, workers: list[int], library: str, cores: int, path: Path) -
         time_ax.plot(workers, sync, marker + ":", color=color, mfc="none", label=f"{pattern}: in synchronization")
         ratio_ax.plot(workers, step / base, marker + "-", color=color, label=pattern)
     time_ax.set(xlabel="workers n", ylabel="µs per step (fastest launch)", yscale="log",
-                title=f"wall time per step, {cores} cores (processes > cores from n = {cores + 1})")
-    ratio_ax.set(xlabel="workers n", ylabel="step time ÷ MPI Allreduce's at the same n",
-                 title="against MPI's own Allreduce, same run")
+                title=f"wall time per step, {cores} cores\n(processes > cores from n = {cores + 1}; n = {cores} with the server)")
+    ratio_ax.set(xlabel="workers n", ylabel="step time ÷ MPI Allreduce's at the same n", yscale="log",
+                 title="against MPI's own Allreduce, same run (below 1: faster)")
     ratio_ax.axhline(1.0, color="k", lw=0.8)
     for ax in (time_ax, ratio_ax):
         ax.grid(alpha=0.3)
