@@ -378,6 +378,7 @@ SHORTER = {
     "benchmarks/step_cost.py": "--steps 3000 --repeats 1",
     "benchmarks/batched.py": "--members 50 --steps 500 --repeats 1 --grid 10",
     "benchmarks/suite.py": "--quick",
+    "benchmarks/distributed.py": "--workers 1,2,4 --steps 50 --repeats 1",
 }
 
 
