@@ -55,8 +55,10 @@ The other patterns send whole vectors and accept any p (their chunks, used only 
 summation order, are ``np.array_split`` blocks).
 
 **Stopping.** At check steps spaced as the runner's (max(check_every, ⌊check_fraction · t⌋)
-steps apart), a run stops as ``converged`` when ‖θ_t − θ_{t−1}‖ ≤ step_tol · max(‖θ_t‖,
-‖b‖/‖A‖_F) and ‖∇f(θ_t)‖ ≤ grad_tol · (2/N) ‖|A|ᵀ(|b| + |A||θ_t|)‖, as ``diverged`` when the
+steps apart), a run stops as ``converged`` when the runner's three tests hold (docs/theory.md
+§5.1): ‖∇f(θ_t)‖ ≤ max(grad_tol·G*, ρ_d·eps·G_t), ‖Δ_t‖ ≤ max(step_tol · max(‖θ_t − θ0‖,
+‖b‖/‖A‖_F), 4·eps·‖θ_t‖), and the loss fell (or θ0 was stationary); as ``out_of_range`` for
+data outside float64's supported range; as ``diverged`` when the
 loss exceeds divergence_factor · max(f(θ0), ‖b‖²/N), as ``non_finite`` when it is not finite,
 and as ``max_steps`` at max_steps: the tests of ``implicit_bias/runner.py`` in their
 scale-free form, with the same settings. The sums over samples in them (loss, ‖A‖_F², ‖b‖²,
@@ -99,6 +101,8 @@ import numpy as np
 from .build import Experiment, build
 from .params import ConfigError
 from .problems import condition_number
+from .tolerances import EPS, RESOLUTION_FACTOR, out_of_range, rounding_factor
+from .tolerances import norm as tolerance_norm
 
 PATTERNS = ("all_to_all", "parameter_server", "ring_allreduce", "allreduce")
 #: patterns whose messages the harness sends itself, hence counts
@@ -464,6 +468,11 @@ def train(world: Any, experiment: Experiment, pattern: str, wait_policy: str = "
         norms = gather_sum(np.array([float(np.sum(b * b)), float(np.sum(A * A))]))
         b_norm, frobenius = math.sqrt(norms[0]), math.sqrt(norms[1])
         theta_floor = b_norm / frobenius if frobenius > 0 else 0.0
+        # the runner's scales (docs/theory.md §5.1), summed over the shards in rank order:
+        # G* = (2/N)‖|A|ᵀ(|b| + |Aθ0|)‖ and the start's own gradient and residual
+        start = gather_sum((abs_A.T @ (abs_b + np.abs(A @ theta))).reshape(-1))
+        rule = _Rule(settings, data_scale=(2.0 / samples) * tolerance_norm(start), theta0=theta.copy(),
+                     theta_floor=theta_floor, rho_eps=rounding_factor(parameters) * EPS)
         threshold = math.inf
         state = optimizer.init(theta)
         delta = np.zeros_like(theta)
@@ -487,7 +496,8 @@ def train(world: Any, experiment: Experiment, pattern: str, wait_policy: str = "
                 if t == 0:
                     scale = max(loss, b_norm * b_norm / samples, np.finfo(np.float64).tiny)
                     threshold = min(settings.divergence_factor * scale, np.finfo(np.float64).max)
-                status, message = _test(t, settings, loss, threshold, g, theta, delta, terms, samples, theta_floor)
+                    rule.start(loss, g, b_norm)
+                status, message = rule.test(t, loss, threshold, g, theta, delta, terms, samples)
                 if decide(1 if status else 0):
                     break
             delta, state = optimizer.update(g, state, lr)
@@ -536,28 +546,51 @@ def train(world: Any, experiment: Experiment, pattern: str, wait_policy: str = "
     }
 
 
-def _test(t: int, settings: Any, loss: float, threshold: float, g: np.ndarray, theta: np.ndarray,
-          delta: np.ndarray, terms: np.ndarray, samples: int, theta_floor: float) -> tuple[str, str]:
-    """The convergence test at check step t (module docstring): (status, message), or ("", "") to go on."""
-    final = t >= settings.max_steps
-    if not math.isfinite(loss):
-        return "non_finite", f"non-finite loss at step {t} ({loss})"
-    if not loss <= threshold:
-        return "diverged", (f"diverged at step {t}: loss {loss:.3g} exceeded {settings.divergence_factor:g} times "
-                            f"its initial scale")
-    grad_norm = math.sqrt(_dot(g))
-    grad_bound = settings.grad_tol * (2.0 / samples) * math.sqrt(float(terms @ terms))
-    step_norm = math.sqrt(_dot(delta)) if t > 0 else math.inf
-    step_bound = settings.step_tol * max(math.sqrt(_dot(theta)), theta_floor)
-    grad_ok = grad_norm <= grad_bound < math.inf
-    step_ok = step_norm <= step_bound < math.inf
-    tests = f"step {step_norm:.2e} (tol {step_bound:.1e}), gradient {grad_norm:.2e} (tol {grad_bound:.1e})"
-    if grad_ok and step_ok:
-        return "converged", f"converged at step {t}: {tests}."
-    if final:
-        how = "stalled" if step_ok else "while still moving"
-        return "max_steps", f"max_steps={t} reached, {how}: {tests}"
-    return "", ""
+class _Rule:
+    """The runner's convergence test (``implicit_bias.runner``, docs/theory.md §5.1) on the
+    quantities the workers gather: the synchronized gradient, and the sums over the shards of
+    the residual's square and of |A|ᵀ(|b| + |A||θ|)."""
+
+    def __init__(self, settings: Any, data_scale: float, theta0: np.ndarray, theta_floor: float, rho_eps: float):
+        self.settings, self.data_scale, self.theta0 = settings, data_scale, theta0
+        self.theta_floor, self.rho_eps = theta_floor, rho_eps
+        self.initial_residual, self.start_stationary, self.out_of_range = math.inf, False, ""
+
+    def start(self, loss: float, g: np.ndarray, b_norm: float) -> None:
+        samples_loss = loss  # (1/N)‖r0‖²
+        self.initial_loss = samples_loss
+        self.start_stationary = tolerance_norm(g) <= self.settings.grad_tol * self.data_scale
+        residual = math.sqrt(samples_loss) if math.isfinite(samples_loss) else math.inf
+        self.out_of_range = out_of_range(self.data_scale, b_norm > 0 or residual > 0, b_norm, residual)
+
+    def test(self, t: int, loss: float, threshold: float, g: np.ndarray, theta: np.ndarray, delta: np.ndarray,
+             terms: np.ndarray, samples: int) -> tuple[str, str]:
+        """(status, message) at check step t, or ("", "") to go on."""
+        settings = self.settings
+        if self.out_of_range:
+            return "out_of_range", f"stopped before the first step: {self.out_of_range}"
+        final = t >= settings.max_steps
+        if not math.isfinite(loss):
+            return "non_finite", f"non-finite loss at step {t} ({loss})"
+        if not loss <= threshold:
+            return "diverged", (f"diverged at step {t}: loss {loss:.3g} exceeded {settings.divergence_factor:g} "
+                                f"times its initial scale")
+        grad_norm = tolerance_norm(g)
+        grad_bound = max(settings.grad_tol * self.data_scale, self.rho_eps * (2.0 / samples) * tolerance_norm(terms))
+        step_norm = tolerance_norm(delta) if t > 0 else math.inf
+        theta_norm = tolerance_norm(theta)
+        resolution = RESOLUTION_FACTOR * EPS * theta_norm
+        step_bound = max(settings.step_tol * max(tolerance_norm(theta - self.theta0), self.theta_floor), resolution)
+        grad_ok = grad_norm <= grad_bound < math.inf
+        step_ok = step_norm <= step_bound < math.inf
+        progressed = loss < self.initial_loss or self.start_stationary
+        tests = f"step {step_norm:.2e} (tol {step_bound:.1e}), gradient {grad_norm:.2e} (tol {grad_bound:.1e})"
+        if grad_ok and step_ok and progressed:
+            return "converged", f"converged at step {t}: {tests}."
+        if final:
+            how = "stalled" if step_ok else "while still moving"
+            return "max_steps", f"max_steps={t} reached, {how}: {tests}"
+        return "", ""
 
 
 # --------------------------------------------------------------------------- single process
