@@ -468,15 +468,17 @@ class _Monitor:
         theta = self._original(theta)
         if self.scale is not None:
             g = g / self.scale  # ∇_θ f = ∇_θ' f / s
-        grad_norm = norms(g)
-        theta_norm = norms(theta)
-        # Fast path: ‖A‖_F (‖b‖ + ‖A‖_F ‖θ‖) bounds G_t·n/2 from above, so a gradient above
-        # the bar it gives fails the test without computing G_t.
+        # Fast path, on plain sums of squares: ‖A‖_F (‖b‖ + ‖A‖_F ‖θ‖) bounds G_t·n/2 from above,
+        # so a gradient above the bar it gives fails the test without computing G_t. A square
+        # that underflows makes a member a candidate (decided exactly below); one that
+        # overflows cannot belong to a healthy member, whose loss is finite.
+        grad_norm, theta_norm = np.sqrt(_dots(g)), np.sqrt(_dots(theta))
         rough = (2.0 / self.n) * self.frobenius * (self.b_norm + self.frobenius * theta_norm)
         candidates = healthy & (grad_norm <= self._gradient_bar(rough))
         if not final and healthy.all() and not candidates.any():  # the common case: nobody stops
             self.last_grad_norm[members] = grad_norm
             return None
+        grad_norm, theta_norm = norms(g), norms(theta)  # scale-safe from here on
         non_finite = ~np.isfinite(current_loss)
         diverged = ~non_finite & ~healthy
         self.last_grad_norm[members[healthy]] = grad_norm[healthy]
