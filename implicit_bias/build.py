@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .optimizers import OPTIMIZERS
-from .params import Boolean, ConfigError, Integer, Real, build_from, validate
+from .params import Boolean, ConfigError, Real, build_from, validate
 from .problems import DATASETS, Problem
 from .runner import SETTINGS, RunSettings
 from .schedules import SCHEDULES

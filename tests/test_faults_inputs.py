@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import errno
 import json
-import math
 import os
 import pathlib
 import signal

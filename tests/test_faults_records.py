@@ -19,7 +19,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from implicit_bias import results, summary
-from implicit_bias.results import DamagedFile, RecordWriteError, atomic_write, read_record, read_trajectory, write_json
+from implicit_bias.results import DamagedFile, RecordWriteError, read_record, read_trajectory, write_json
 from conftest import run_cli
 
 # a run that takes minutes: signSGD with a constant rate never converges
