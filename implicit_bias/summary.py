@@ -144,6 +144,16 @@ def _missing_record(job_dir: Path) -> dict[str, Any]:
     return failure_record(config, overrides, "missing", "; ".join([message, *problems]))
 
 
+def _study_name(path: Path) -> str | None:
+    """The study a result.json belongs to (implicit_bias.studies), or None."""
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    study = record.get("study") if isinstance(record, dict) else None
+    return study if isinstance(study, str) else None
+
+
 def _damaged_record(job_dir: Path, damage: str) -> dict[str, Any]:
     """The row of a job whose result.json does not read back, from the config Hydra saved for it."""
     config, overrides, problems = _job_config(job_dir)
@@ -166,7 +176,14 @@ def collect(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
         try:
             record = read_record(path)
         except DamagedFile as err:
-            found.append((job_dir.name, _damaged_record(job_dir, str(err))))
+            study = _study_name(path)
+            if study is not None:  # a study's record is complete, just not a run record
+                config, overrides, problems = _job_config(job_dir)
+                message = (f"the {study} study's record: its estimates are in {job_dir.name}/summary.csv and "
+                           f"{job_dir.name}/result.json")
+                found.append((job_dir.name, failure_record(config, overrides, "study", message)))
+            else:
+                found.append((job_dir.name, _damaged_record(job_dir, str(err))))
             continue
         trajectory = job_dir / TRAJECTORY_FILE
         if trajectory.exists():
