@@ -592,6 +592,8 @@ def _judge(problem, prediction, limit, status, steps, grad_norm, verdict_tol, gr
     else:
         competitors = alternatives(problem, batch_size, references)
     solved = frozenset(f"the {name} interpolant" for name in (references or {})) if problem.A.shape[0] > 1 else frozenset()
+    if status != "converged":  # no guarantee was reached: record the tolerance a match would have needed
+        grad_norm = 0.0
     tol = tolerance(problem, prediction.point, limit, steps, grad_norm, verdict_tol, grad_tol, spec, competitors,
                     solved)
     return compare(limit, prediction, status, tol)
