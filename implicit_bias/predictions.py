@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .norms import penalized_step
-from .problems import SVD_LIMIT, Problem, feature_scale
+from .problems import Problem, Spectrum, feature_scale, spectrum
 from .tolerances import EPS, data_gradient_scale, norm, rounding_factor
 
 RANK_ONE_FORMULA = "θ∞ = θ0 + v (b − aᵀθ0) / (aᵀv)"
@@ -206,7 +206,7 @@ GD_FAMILY = ("sgd", "momentum", "nesterov")
 WILSON_FAMILY = ("adam", "adagrad", "rmsprop", "sign_sgd")
 GENERAL_GD = "θ∞ = θ0 + A⁺(b − Aθ0)"
 GENERAL_PRECONDITIONED = "θ∞ = θ0 + P^{1/2}(A P^{1/2})⁺(b − Aθ0)"
-WILSON = "θ∞ = sign(Aᵀb)/c when A sign(Aᵀb) = c·b and θ0 = 0"
+WILSON = "θ∞ = sign(Aᵀb)/c when A sign(Aᵀb) = c·b and θ0 ∈ span(sign(Aᵀb))"
 GD_GENERAL_SOURCE = ("docs/theory.md §2.1: GD, SGD, heavy ball and Nesterov stay in θ0 + range(Aᵀ) (Gunasekar, Lee, "
                      "Soudry, Srebro, ICML 2018; Azizan & Hassibi, ICLR 2019 for per-sample SGD)")
 WILSON_SOURCE = ("docs/theory.md §2.5: Wilson, Roelofs, Stern, Srebro, Recht (NeurIPS 2017): if A sign(Aᵀb) = c·b, every "
@@ -433,32 +433,6 @@ def _direction_factor(problem: Problem, prediction: np.ndarray) -> float:
     a_hat, v_hat = a / peak_a, v / peak_v
     along = abs(float(a_hat @ v_hat))
     return float(np.linalg.norm(a_hat)) / along if along > 0 else math.inf
-
-
-class Spectrum(NamedTuple):
-    """The nonzero singular values' extremes of A, and its numerical rank."""
-
-    largest: float
-    smallest: float
-    rank: int
-
-    @property
-    def kappa(self) -> float:
-        return self.largest / self.smallest
-
-
-def spectrum(A: np.ndarray) -> Spectrum | None:
-    """σ_max, the smallest nonzero σ and the rank (the tolerance numpy's ``matrix_rank`` uses);
-    None above :data:`~implicit_bias.problems.SVD_LIMIT`, where the SVD would cost more than the run."""
-    if A.shape[0] > 1 and min(A.shape) > SVD_LIMIT:
-        return None
-    sigma = np.linalg.svd(A, compute_uv=False)
-    if not np.all(np.isfinite(sigma)):  # A near float64's largest numbers: its spectrum is unknown
-        return None
-    if sigma[0] == 0:
-        return Spectrum(0.0, 0.0, 0)
-    nonzero = sigma[sigma > sigma[0] * (max(A.shape) * EPS)]  # (max·eps first: no overflow near 1e308)
-    return Spectrum(float(nonzero[0]), float(nonzero[-1]), int(nonzero.size))
 
 
 #: points from an LP solve (HiGHS' default feasibility tolerance is 1e-7) this close to a

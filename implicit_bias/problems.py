@@ -52,17 +52,39 @@ def gradient(problem: Problem, theta: np.ndarray) -> np.ndarray:
 SVD_LIMIT = 2000  # condition numbers are computed for min(n, d) up to this (an SVD's cost)
 
 
+class Spectrum(NamedTuple):
+    """The nonzero singular values' extremes of A, and its numerical rank."""
+
+    largest: float
+    smallest: float
+    rank: int
+
+    @property
+    def kappa(self) -> float:
+        return self.largest / self.smallest
+
+
+def spectrum(A: np.ndarray) -> Spectrum | None:
+    """σ_max, the smallest nonzero σ and the rank (the tolerance numpy's ``matrix_rank`` uses);
+    None above :data:`SVD_LIMIT`, where the SVD would cost more than the run."""
+    if A.shape[0] > 1 and min(A.shape) > SVD_LIMIT:
+        return None
+    sigma = np.linalg.svd(A, compute_uv=False)
+    if not np.all(np.isfinite(sigma)):  # A near float64's largest numbers: its spectrum is unknown
+        return None
+    if sigma[0] == 0:
+        return Spectrum(0.0, 0.0, 0)
+    nonzero = sigma[sigma > sigma[0] * (max(A.shape) * np.finfo(np.float64).eps)]  # (max·eps first: no overflow near 1e308)
+    return Spectrum(float(nonzero[0]), float(nonzero[-1]), int(nonzero.size))
+
+
 def condition_number(problem: Problem) -> float | None:
     """κ(A) = σ_max / σ_min over the nonzero singular values (1 for one equation);
     None when min(n, d) > :data:`SVD_LIMIT`, where the SVD would cost more than the run."""
-    A = problem.A
-    if A.shape[0] == 1:
+    if problem.A.shape[0] == 1:
         return 1.0
-    if min(A.shape) > SVD_LIMIT:
-        return None
-    sigma = np.linalg.svd(A, compute_uv=False)
-    nonzero = sigma[sigma > sigma[0] * (max(A.shape) * np.finfo(np.float64).eps)]  # no overflow near 1e308
-    return float(nonzero[0] / nonzero[-1])
+    spec = spectrum(problem.A)
+    return None if spec is None or spec.smallest == 0 else spec.kappa
 
 
 def feature_scale(A: np.ndarray) -> np.ndarray:
